@@ -1,0 +1,279 @@
+"""Joint transforms: the same geometry applied to an image and its target.
+
+Every transform is called as ``image, target = t(image, target)`` with
+
+- ``image``: ``float32 [3, H, W]``;
+- ``target``: a semantic map ``int64 [H, W]`` (255 = ignore), a panoptic map
+  ``int64 [H, W, 2]``, an instance dict (``boxes float32 [N, 4]``,
+  ``labels int64 [N]``, ``masks uint8 [N, H, W]``), or a dict holding any of
+  ``semantic``, ``panoptic`` and the instance keys (Shapes' ``task="all"``).
+
+Labels are resampled with nearest neighbour (a label is a name, not a number to
+interpolate); images bilinearly. Pixels that padding invents are 255 in
+semantic maps, void in panoptic maps and 0 in images. Instance boxes are
+recomputed from the transformed masks, and instances that leave the image are
+dropped. Randomness comes from torch's global generator, so
+:func:`utils.runtime.seed_everything` makes it repeatable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+INSTANCE_KEYS = ("boxes", "labels", "masks")
+
+
+def check_pair(image: torch.Tensor, target) -> None:
+    """Raise ``ValueError`` unless ``(image, target)`` follows the data contract."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    if image.dtype != torch.float32 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"image must be float32 [3, H, W], got {image.dtype} {list(image.shape)}"
+        )
+    size = tuple(image.shape[1:])
+    for name, value in _maps(target):
+        if value.dtype != torch.int64:
+            raise ValueError(f"{name} must be int64, got {value.dtype}")
+        if tuple(value.shape[:2]) != size:
+            raise ValueError(
+                f"{name} has size {list(value.shape[:2])} but the image is {list(size)}"
+            )
+    inst = _instances(target)
+    if inst is not None:
+        masks, boxes, labels = inst["masks"], inst["boxes"], inst["labels"]
+        if masks.dtype != torch.uint8 or masks.ndim != 3:
+            raise ValueError(
+                f"masks must be uint8 [N, H, W], got {masks.dtype} {list(masks.shape)}"
+            )
+        if tuple(masks.shape[1:]) != size:
+            raise ValueError(
+                f"masks have size {list(masks.shape[1:])} but the image is {list(size)}"
+            )
+        n = masks.shape[0]
+        if boxes.shape != (n, 4) or labels.shape != (n,):
+            raise ValueError(
+                f"{n} masks need boxes [{n}, 4] and labels [{n}], got boxes "
+                f"{list(boxes.shape)} and labels {list(labels.shape)}"
+            )
+
+
+def _maps(target):
+    """(name, tensor) of the dense maps in ``target``."""
+    if isinstance(target, torch.Tensor):
+        if target.ndim == 2:
+            return [("semantic target", target)]
+        if target.ndim == 3 and target.shape[-1] == 2:
+            return [("panoptic target", target)]
+        raise ValueError(
+            "target must be semantic [H, W] or panoptic [H, W, 2], got shape "
+            f"{list(target.shape)}"
+        )
+    if isinstance(target, dict):
+        unknown = set(target) - {"semantic", "panoptic", *INSTANCE_KEYS}
+        if unknown:
+            raise ValueError(f"unknown target keys {sorted(unknown)}")
+        return [(k, target[k]) for k in ("semantic", "panoptic") if k in target]
+    raise TypeError(f"target must be a tensor or a dict, got {type(target).__name__}")
+
+
+def _instances(target):
+    if isinstance(target, dict) and any(k in target for k in INSTANCE_KEYS):
+        missing = [k for k in INSTANCE_KEYS if k not in target]
+        if missing:
+            raise ValueError(f"instance target is missing {missing}")
+        return target
+    return None
+
+
+def _apply(target, fn_map, fn_masks):
+    """Apply ``fn_map(tensor, fill)`` to dense maps and ``fn_masks`` to masks."""
+    if isinstance(target, torch.Tensor):
+        return fn_map(target)
+    out = dict(target)
+    for key in ("semantic", "panoptic"):
+        if key in out:
+            out[key] = fn_map(out[key])
+    if _instances(target) is not None:
+        out.update(_fix_instances(fn_masks(target["masks"]), target["labels"]))
+    return out
+
+
+def _fix_instances(masks: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Drop empty masks and recompute boxes (x2, y2 exclusive) from the rest."""
+    keep = masks.flatten(1).bool().any(dim=1)
+    masks, labels = masks[keep], labels[keep]
+    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32)
+    for k, m in enumerate(masks.bool()):
+        rows = torch.nonzero(m.any(dim=1)).flatten()
+        cols = torch.nonzero(m.any(dim=0)).flatten()
+        boxes[k] = torch.stack([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]).float()
+    return {"boxes": boxes, "labels": labels, "masks": masks}
+
+
+def _resize_labels(label: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of ``[H, W]`` or ``[H, W, C]`` integer maps."""
+    x = label.unsqueeze(0) if label.ndim == 2 else label.permute(2, 0, 1)
+    y = F.interpolate(x[None].float(), size=size, mode="nearest-exact")[0]
+    y = y.to(label.dtype)
+    return y[0] if label.ndim == 2 else y.permute(1, 2, 0).contiguous()
+
+
+def _pad_crop(x: torch.Tensor, top: int, left: int, size, fill, channels_last):
+    """Crop ``size`` at (top, left); parts outside ``x`` are filled with ``fill``."""
+    h, w = size
+    H, W = (x.shape[0], x.shape[1]) if channels_last else (x.shape[-2], x.shape[-1])
+    shape = (h, w) + tuple(x.shape[2:]) if channels_last else tuple(x.shape[:-2]) + (h, w)
+    out = torch.empty(shape, dtype=x.dtype)
+    out[...] = fill  # a number, or one value per channel for panoptic maps
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, H), min(left + w, W)
+    if y0 < y1 and x0 < x1:
+        if channels_last:
+            out[y0 - top : y1 - top, x0 - left : x1 - left] = x[y0:y1, x0:x1]
+        else:
+            out[..., y0 - top : y1 - top, x0 - left : x1 - left] = x[..., y0:y1, x0:x1]
+    return out
+
+
+def _panoptic_fill(p: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([IGNORE_INDEX, 0], dtype=p.dtype)
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, target):
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self):
+        return f"Compose({self.transforms})"
+
+
+class RandomHorizontalFlip:
+    """Mirror left to right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        if torch.rand(()) >= self.p:
+            return image, target
+
+        def flip_map(m):
+            return m.flip(1)  # width is dim 1 of [H, W] and [H, W, 2]
+
+        return image.flip(-1), _apply(target, flip_map, lambda m: m.flip(-1))
+
+    def __repr__(self):
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class Resize:
+    """Resize to ``size`` = (height, width): bilinear image, nearest labels."""
+
+    def __init__(self, size):
+        self.size = _pair(size)
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        img = F.interpolate(
+            image[None], size=self.size, mode="bilinear", align_corners=False
+        )[0].clamp_(0, 1)
+
+        def masks(m):
+            return _resize_labels(m.permute(1, 2, 0), self.size).permute(2, 0, 1)
+
+        return img, _apply(target, lambda m: _resize_labels(m, self.size), masks)
+
+    def __repr__(self):
+        return f"Resize({self.size})"
+
+
+class RandomScale:
+    """Scale both sides by one factor drawn uniformly from ``[low, high]``."""
+
+    def __init__(self, low: float = 0.5, high: float = 2.0):
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < low <= high, got low={low}, high={high}")
+        self.low, self.high = low, high
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        factor = self.low + (self.high - self.low) * float(torch.rand(()))
+        h, w = image.shape[1:]
+        size = (max(1, round(h * factor)), max(1, round(w * factor)))
+        return Resize(size)(image, target)
+
+    def __repr__(self):
+        return f"RandomScale({self.low}, {self.high})"
+
+
+class RandomCrop:
+    """Crop ``size`` at a random position, padding first if the image is smaller.
+
+    Padding is 0 in the image and ignore (255) / void in the targets, so padded
+    pixels never count in a loss or a metric.
+    """
+
+    def __init__(self, size):
+        self.size = _pair(size)
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        h, w = self.size
+        H, W = image.shape[1:]
+        top = int(torch.randint(0, H - h + 1, ())) if H > h else 0
+        left = int(torch.randint(0, W - w + 1, ())) if W > w else 0
+        return self.crop(image, target, top, left)
+
+    def crop(self, image, target, top, left):
+        img = _pad_crop(image, top, left, self.size, 0.0, channels_last=False)
+
+        def crop_map(m):
+            fill = _panoptic_fill(m) if m.ndim == 3 else IGNORE_INDEX
+            return _pad_crop(m, top, left, self.size, fill, channels_last=True)
+
+        def crop_masks(m):
+            return _pad_crop(m, top, left, self.size, 0, channels_last=False)
+
+        return img, _apply(target, crop_map, crop_masks)
+
+    def __repr__(self):
+        return f"RandomCrop({self.size})"
+
+
+class CenterCrop(RandomCrop):
+    """Crop ``size`` from the centre (padding as :class:`RandomCrop`)."""
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        H, W = image.shape[1:]
+        return self.crop(image, target, (H - self.size[0]) // 2, (W - self.size[1]) // 2)
+
+    def __repr__(self):
+        return f"CenterCrop({self.size})"
+
+
+def _pair(size):
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"size must be a positive int or (height, width), got {size}")
+    return size
+
+
+def train_transform(crop: int, scale=(0.5, 2.0)) -> Compose:
+    """The usual training augmentation: random scale, crop and flip."""
+    return Compose([RandomScale(*scale), RandomCrop(crop), RandomHorizontalFlip()])
