@@ -8,13 +8,33 @@ adds a model.
 
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
+from utils.models.fcn import FCN8s, FCN16s, FCN32s
+from utils.models.patch_cnn import PatchCNN
 from utils.models.tiny_fcn import TinyFCN
+from utils.models.torchvision_weights import load_vgg16_torchvision
+from utils.models.vgg import VGG16
 
 MODELS = {
     "tiny_fcn": TinyFCN,  # chapter 00
+    "patch_cnn": PatchCNN,  # chapter 02 (dense: stride-4 scores interpolated)
+    "fcn32s": FCN32s,  # chapter 03
+    "fcn16s": FCN16s,  # chapter 03
+    "fcn8s": FCN8s,  # chapter 03
 }
+
+__all__ = [
+    "MODELS",
+    "VGG16",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
+    "PatchCNN",
+    "TinyFCN",
+    "build_model",
+    "load_vgg16_torchvision",
+]
 
 
 def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
