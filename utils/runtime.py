@@ -55,6 +55,20 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(96, 2048, 256, 10, 16, 1.0, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
     },
+    # Chapter 02 trains on windows: train_size images, batch_size windows per
+    # step (the notebook draws a fixed number of windows from each image).
+    "02_patch_classification": {
+        "ci": Budget(48, 64, 8, 3, 64, 0.5, 3e-3),
+        "cpu": Budget(64, 512, 32, 5, 128, 1.0, 2e-3),
+        "gpu": Budget(96, 4096, 128, 10, 256, 1.0, 1e-3),
+    },
+    # Chapter 03 trains FCN-32s, -16s and -8s, each with this budget. Plain
+    # VGG16 (no normalisation) from scratch wants small batches and warm-up.
+    "03_fcn": {
+        "ci": Budget(64, 96, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 1024, 128, 4, 8, 0.25, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 1e-3),
+    },
 }
 
 

@@ -3,4 +3,4 @@
 from utils.metrics.confusion import ConfusionMatrix
 
 __all__ = ["ConfusionMatrix"]
-from utils.metrics.boundary import boundary_iou, boundary_target  # noqa: F401, I001
+from utils.metrics.boundary import boundary_iou, boundary_target  # noqa: F401
