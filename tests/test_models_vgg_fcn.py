@@ -37,7 +37,8 @@ def torchvision_state_dict(width=1.0, seed=0):
             continue
         cout = max(1, round(v * width))
         std = math.sqrt(2 / (cin * 9))
-        sd[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * std
+        w = torch.randn(cout, cin, 3, 3, generator=g)
+        sd[f"features.{index}.weight"] = w * std
         sd[f"features.{index}.bias"] = torch.randn(cout, generator=g) * 0.1
         index += 2
         cin = cout
@@ -125,7 +126,8 @@ def test_loading_from_a_file_and_into_an_fcn(tmp_path):
     torch.save(sd, path)
     fcn = FCN8s(5, width=0.125)
     fcn.load_pretrained(path)
-    torch.testing.assert_close(fcn.backbone.conv5.conv5_3.weight, sd["features.28.weight"])
+    torch.testing.assert_close(fcn.backbone.conv5.conv5_3.weight,
+                               sd["features.28.weight"])
     torch.testing.assert_close(fcn.backbone.fc6.weight.flatten(1),
                                sd["classifier.0.weight"])
     torch.testing.assert_close(fcn.backbone.fc7.bias, sd["classifier.3.bias"])
