@@ -46,7 +46,8 @@ def torchvision_state_dict(width=1.0, seed=0):
     for key, (n_out, n_in) in {"classifier.0": (fc, cin * 49),
                                "classifier.3": (fc, fc),
                                "classifier.6": (1000, fc)}.items():
-        sd[f"{key}.weight"] = torch.randn(n_out, n_in, generator=g) * math.sqrt(2 / n_in)
+        w = torch.randn(n_out, n_in, generator=g)
+        sd[f"{key}.weight"] = w * math.sqrt(2 / n_in)
         sd[f"{key}.bias"] = torch.randn(n_out, generator=g) * 0.1
     return sd
 
