@@ -65,9 +65,9 @@ BUDGETS: dict[str, dict[str, Budget]] = {
     # Chapter 03 trains FCN-32s, -16s and -8s, each with this budget. Plain
     # VGG16 (no normalisation) from scratch wants small batches and warm-up.
     "03_fcn": {
-        "ci": Budget(64, 96, 32, 2, 8, 0.125, 3e-3),
-        "cpu": Budget(64, 1024, 128, 4, 8, 0.25, 3e-3),
-        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 1e-3),
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
 }
 
