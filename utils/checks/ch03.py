@@ -4,20 +4,20 @@ canonical copy in :mod:`utils.models` on fixed inputs."""
 from __future__ import annotations
 
 import torch
+from utils.checks.common import assert_close, call, ok
 
-from utils.checks.ch02 import _assert_close, _ok
 from utils.models import fcn, upsampling
 
 
 def check_bilinear_kernel(bilinear_kernel) -> None:
     """``bilinear_kernel(k)`` is FCN's ``[k, k]`` bilinear upsampling kernel."""
+    hint = ("factor f = (k + 1) // 2, centre c = (k - 1) / 2, tent "
+            "1 - |i - c| / f, outer product of two tents")
     for k in (1, 2, 3, 4, 7, 16):
-        got = bilinear_kernel(k)
-        _assert_close(torch.as_tensor(got), upsampling.bilinear_kernel(k),
-                      f"bilinear_kernel({k})",
-                      "factor f = (k + 1) // 2, centre c = (k - 1) / 2, tent "
-                      "1 - |i - c| / f, outer product of two tents", atol=1e-6)
-    _ok("bilinear_kernel matches the reference for k = 1, 2, 3, 4, 7, 16")
+        what = f"bilinear_kernel({k})"
+        got = call(bilinear_kernel, k, what=what, hint=hint)
+        assert_close(got, upsampling.bilinear_kernel(k), what, hint)
+    ok("bilinear_kernel matches the reference for k = 1, 2, 3, 4, 7, 16")
 
 
 def _check_fcn(cls, reference_cls, name: str, hint: str) -> None:
@@ -37,10 +37,11 @@ def _check_fcn(cls, reference_cls, name: str, hint: str) -> None:
                              f"{err}") from None
     for size in ((64, 96), (45, 71)):
         x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(6))
+        what = f"{name} on a {size[0]}x{size[1]} image"
         with torch.no_grad():
-            _assert_close(mine(x), ref(x), f"{name} on a {size[0]}x{size[1]} image",
-                          hint, atol=1e-4)
-    _ok(f"{name} gives utils.models.{name}'s scores on 64x96 and 45x71 images")
+            got = call(mine, x, what=what, hint=hint)
+            assert_close(got, ref(x), what, hint, atol=1e-4, rtol=1e-4)
+    ok(f"{name} gives utils.models.{name}'s scores on 64x96 and 45x71 images")
 
 
 def check_fcn16s(cls) -> None:
