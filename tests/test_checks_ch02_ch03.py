@@ -27,7 +27,7 @@ def test_ch02_checks_fail_wrong_code():
     def transposed(linear, c, k):  # wrong flattening order
         conv = patch_cnn.linear_to_conv(linear, c, k)
         with torch.no_grad():
-            conv.weight.copy_(conv.weight.transpose(2, 3))
+            conv.weight.copy_(conv.weight.transpose(2, 3).clone())
         return conv
 
     with pytest.raises(AssertionError, match="fc_to_conv"):

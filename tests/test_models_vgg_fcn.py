@@ -283,3 +283,16 @@ def test_fcn_rejects_bad_input():
         FCN32s(3, width=0.0625)(torch.rand(1, 1, 32, 32))
     with pytest.raises(ValueError, match="num_classes"):
         FCN32s(0)
+
+
+def test_command_line_loads_pretrained_weights(tmp_path, capsys):
+    from utils.train.cli import main
+
+    path = tmp_path / "vgg16.pth"
+    torch.save(torchvision_state_dict(0.0625, seed=5), path)
+    argv = ["--model", "fcn8s", "--data", "shapes", "--out", str(tmp_path / "run"),
+            "--pretrained", str(path), "--epochs", "1", "--train-size", "8",
+            "--val-size", "2", "--image-size", "32", "--batch-size", "4",
+            "--width", "0.0625", "--no-progress"]
+    assert main(argv) == 0
+    assert "fcn8s" in capsys.readouterr().out
