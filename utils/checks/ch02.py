@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from utils.checks.common import assert_close, call, ok
 
+from utils.checks.common import assert_close, call, ok
 from utils.models import patch_cnn
 
 

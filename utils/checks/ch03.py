@@ -4,8 +4,8 @@ canonical copy in :mod:`utils.models` on fixed inputs."""
 from __future__ import annotations
 
 import torch
-from utils.checks.common import assert_close, call, ok
 
+from utils.checks.common import assert_close, call, ok
 from utils.models import fcn, upsampling
 
 
