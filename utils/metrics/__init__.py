@@ -1,5 +1,22 @@
-"""Segmentation metrics (derived in chapter 01)."""
+"""Segmentation metrics (derived in chapter 01): confusion-matrix metrics for
+semantic segmentation, panoptic quality, and COCO mask AP."""
 
-from utils.metrics.confusion import ConfusionMatrix
+from utils.metrics.confusion import (
+    ConfusionMatrix,
+    confusion_matrix,
+    metrics_from_matrix,
+    per_image_confusion,
+)
+from utils.metrics.mask_ap import mask_ap, mask_iou
+from utils.metrics.panoptic import PanopticQuality, match_segments
 
-__all__ = ["ConfusionMatrix"]
+__all__ = [
+    "ConfusionMatrix",
+    "PanopticQuality",
+    "confusion_matrix",
+    "mask_ap",
+    "mask_iou",
+    "match_segments",
+    "metrics_from_matrix",
+    "per_image_confusion",
+]

@@ -73,7 +73,7 @@ class ConfusionMatrix:
         out = metrics_from_matrix(self.matrix)
         return {k: (float(v) if v.ndim == 0 else v) for k, v in out.items()}
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         if not isinstance(other, ConfusionMatrix):
             return NotImplemented
         if other.num_classes != self.num_classes:
@@ -92,7 +92,7 @@ class ConfusionMatrix:
                                                self.matrix.device))
         return NotImplemented
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrices of all DDP ranks in place (no-op without DDP).
 
         NCCL reduces CUDA tensors only, so a CPU matrix makes a round trip
@@ -192,7 +192,7 @@ def _check_ignore_index(ignore_index, num_classes: int) -> None:
     if ignore_index is None:
         return
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     if 0 <= ignore_index < num_classes:
         raise ValueError(
             f"ignore_index {ignore_index} collides with a class id in "
@@ -203,7 +203,7 @@ def _check_ignore_index(ignore_index, num_classes: int) -> None:
 def _labels(pred: torch.Tensor, target: torch.Tensor, C: int):
     """Check shapes and dtypes; return int64 labels on ``target``'s device."""
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise ValueError(
+        raise TypeError(
             f"pred and target must be tensors, got {type(pred).__name__} and "
             f"{type(target).__name__}"
         )
