@@ -62,20 +62,20 @@ def test_pixel_weighted_cross_entropy_matches_loop():
     logits, target = batch(2)
     w = torch.rand(target.shape, generator=torch.Generator().manual_seed(3))
     got = pixel_weighted_cross_entropy(logits, target, w)
-    log_p = logits.double().log_softmax(1)
+    log_p = logits.detach().double().log_softmax(1)
     total, count = 0.0, 0
     for b, y, x in np.ndindex(*target.shape):
         t = int(target[b, y, x])
         if t != IGNORE:
             total += -float(log_p[b, t, y, x]) * float(w[b, y, x])
             count += 1
-    assert float(got) == pytest.approx(total / count, rel=1e-6)
+    assert got.item() == pytest.approx(total / count, rel=1e-6)
     ones = pixel_weighted_cross_entropy(logits, target, torch.ones(target.shape))
     assert torch.allclose(ones, cross_entropy(logits, target))
 
 
 def dice_by_loop(logits, target, squared, smooth):
-    p = logits.double().softmax(1)
+    p = logits.detach().double().softmax(1)
     dices = []
     for c in range(C):
         inter = den_p = den_g = 0.0
@@ -96,7 +96,7 @@ def dice_by_loop(logits, target, squared, smooth):
 def test_dice_loss_matches_loop(squared, smooth):
     logits, target = batch(4)
     got = dice_loss(logits, target, squared=squared, smooth=smooth)
-    assert float(got) == pytest.approx(dice_by_loop(logits, target, squared, smooth),
+    assert got.item() == pytest.approx(dice_by_loop(logits, target, squared, smooth),
                                        rel=1e-6)
 
 
@@ -133,7 +133,7 @@ def test_focal_loss_reduces_to_cross_entropy_and_matches_loop():
                           cross_entropy(logits, target), atol=1e-7)
     alpha = torch.tensor([0.25, 0.5, 1.0, 2.0])
     got = focal_loss(logits, target, gamma=2.0, alpha=alpha)
-    p = logits.double().softmax(1)
+    p = logits.detach().double().softmax(1)
     total, count = 0.0, 0
     for b, y, x in np.ndindex(*target.shape):
         t = int(target[b, y, x])
@@ -141,7 +141,7 @@ def test_focal_loss_reduces_to_cross_entropy_and_matches_loop():
             pt = float(p[b, t, y, x])
             total += -float(alpha[t]) * (1 - pt) ** 2 * np.log(pt)
             count += 1
-    assert float(got) == pytest.approx(total / count, rel=1e-5)
+    assert got.item() == pytest.approx(total / count, rel=1e-5)
 
 
 def test_focal_loss_gradient_matches_derivation():
