@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import mask_ap
+from utils.metrics import mask_ap, mask_iou
 from utils.metrics.mask_ap import IOU_THRESHOLDS, match_detections
 
 H = W = 8
@@ -105,6 +105,12 @@ def test_greedy_matching_takes_best_unmatched_gt_later_on_ties():
     # detection 1: both are true positives at 0.5.
     assert match_detections(ious)[0].tolist() == [True, True]
     assert match_detections(ious)[-1].tolist() == [False, False]
+
+
+def test_mask_iou_by_hand_and_empty():
+    ious = mask_iou(torch.stack([A, box(0, 0, 4, 3)]), torch.stack([A, B, A & B]))
+    assert ious.tolist() == [[1.0, 0.0, 0.0], [0.75, 0.0, 0.0]]  # empty vs empty: 0
+    assert mask_iou(torch.zeros(0, H, W), torch.stack([A])).shape == (0, 1)
 
 
 def test_bad_input():

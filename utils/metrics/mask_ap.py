@@ -29,8 +29,13 @@ RECALL_POINTS = np.linspace(0.0, 1.0, int(np.round((1.0 - 0.0) / 0.01)) + 1)
 def mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> np.ndarray:
     """IoU of every pair of masks ``[N, H, W]`` x ``[M, H, W]``: float64 ``[N, M]``
     (0 for two empty masks)."""
-    a = masks_a.reshape(len(masks_a), -1)
-    b = masks_b.reshape(len(masks_b), -1).to(a.device)
+    if masks_a.ndim != 3 or masks_b.ndim != 3 or masks_a.shape[1:] != masks_b.shape[1:]:
+        raise ValueError(
+            f"expected masks [N, H, W] and [M, H, W] of one size, got "
+            f"{list(masks_a.shape)} and {list(masks_b.shape)}"
+        )
+    a = masks_a.flatten(1)
+    b = masks_b.flatten(1).to(a.device)
     # Sums of 0/1 values are exact in float32 up to 2**24 pixels.
     dtype = torch.float32 if a.shape[1] <= 1 << 24 else torch.float64
     a, b = a.to(dtype), b.to(dtype)
