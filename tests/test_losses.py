@@ -52,7 +52,8 @@ def test_all_ignored_batch_gives_zero_not_nan():
     target[:] = IGNORE
     for loss in (cross_entropy(logits, target), focal_loss(logits, target),
                  dice_loss(logits, target),
-                 pixel_weighted_cross_entropy(logits, target, torch.ones(target.shape))):
+                 pixel_weighted_cross_entropy(logits, target,
+                                              torch.ones(target.shape))):
         assert torch.isfinite(loss) and loss.item() == 0.0
         loss.backward()
         assert torch.isfinite(logits.grad).all()
@@ -188,7 +189,8 @@ def test_class_weights_by_loop():
     freq = {}
     for c in present:
         images = [n for n in range(5) if counts[n, c] > 0]
-        freq[c] = float(counts[:, c].sum()) / sum(float(counts[n].sum()) for n in images)
+        seen = sum(float(counts[n].sum()) for n in images)
+        freq[c] = float(counts[:, c].sum()) / seen
     med = float(np.median(list(freq.values())))
     mf = median_frequency_weights(counts)
     for c in range(4):

@@ -94,8 +94,10 @@ def perturb(g, pan):
     noise = torch.rand(pan.shape[:2], generator=g) < 0.1
     pan[noise, 0] = torch.tensor(STUFFS + THINGS + (VOID,))[
         torch.randint(0, 5, (int(noise.sum()),), generator=g)]
-    pan[..., 1] = torch.where(torch.tensor([c in STUFFS for c in range(256)])[pan[..., 0]],
-                              torch.randint(0, 3, pan.shape[:2], generator=g), pan[..., 1])
+    # Stuff gets arbitrary instance ids: they must not split its one segment.
+    is_stuff = torch.tensor([c in STUFFS for c in range(256)])[pan[..., 0]]
+    random_ids = torch.randint(0, 3, pan.shape[:2], generator=g)
+    pan[..., 1] = torch.where(is_stuff, random_ids, pan[..., 1])
     return pan
 
 

@@ -237,7 +237,9 @@ def _labels(pred: torch.Tensor, target: torch.Tensor, C: int):
         # the CPU for a reduction over a middle dimension.
         pred = pred.max(dim=1).indices
     elif pred.is_complex() or pred.dtype == torch.bool:
-        raise ValueError(f"pred must be integer labels or float logits, got {pred.dtype}")
+        raise ValueError(
+            f"pred must be integer labels or float logits, got {pred.dtype}"
+        )
     if pred.shape != target.shape:
         raise ValueError(
             f"pred {list(pred.shape)} and target {list(target.shape)} differ in shape"

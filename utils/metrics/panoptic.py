@@ -86,7 +86,8 @@ class PanopticQuality:
         pr_index, pr_cat = self._segments(pred, "pred")
         G, P = len(gt_cat), len(pr_cat)
         # Index G (resp. P) is void. inter[g, p] = pixels in both.
-        inter = torch.bincount(gt_index * (P + 1) + pr_index, minlength=(G + 1) * (P + 1))
+        inter = torch.bincount(gt_index * (P + 1) + pr_index,
+                               minlength=(G + 1) * (P + 1))
         inter = inter.reshape(G + 1, P + 1).double()
         gt_area = inter[:G].sum(dim=1)  # [G], pixels of each target segment
         pr_area = inter[:, :P].sum(dim=0)  # [P], pixels of each predicted segment
@@ -191,9 +192,11 @@ def match_segments(target: torch.Tensor, pred: torch.Tensor, void: int = 0) -> d
             f"{list(target.shape)} and {list(pred.shape)}"
         )
     t_ids, t_index = torch.unique(target.reshape(-1), return_inverse=True)
-    p_ids, p_index = torch.unique(pred.reshape(-1).to(target.device), return_inverse=True)
+    p_ids, p_index = torch.unique(pred.reshape(-1).to(target.device),
+                                  return_inverse=True)
     T, P = len(t_ids), len(p_ids)
-    inter = torch.bincount(t_index * P + p_index, minlength=T * P).reshape(T, P).double()
+    inter = torch.bincount(t_index * P + p_index, minlength=T * P)
+    inter = inter.reshape(T, P).double()
     t_real, p_real = t_ids != void, p_ids != void
     area_t, area_p = inter.sum(dim=1), inter.sum(dim=0)
     on_void = inter[~t_real].sum(dim=0)  # [P], predicted pixels on target void
