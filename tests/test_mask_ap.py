@@ -122,3 +122,32 @@ def test_bad_input():
             "labels": torch.ones(1, dtype=torch.long)}
     with pytest.raises(ValueError, match="bool or uint8"):
         mask_ap([soft], [target([A], [1])])
+
+
+def coco_loop(ious, thresholds):
+    """COCOeval.evaluateImg's matching loop, transcribed."""
+    D, G = ious.shape
+    matched = np.zeros((len(thresholds), D), dtype=bool)
+    for ti, t in enumerate(thresholds):
+        gtm = np.zeros(G, dtype=bool)
+        for d in range(D):
+            iou, m = min(t, 1 - 1e-10), -1
+            for g in range(G):
+                if gtm[g]:
+                    continue
+                if ious[d, g] < iou:
+                    continue
+                iou, m = ious[d, g], g
+            if m >= 0:
+                gtm[m] = True
+                matched[ti, d] = True
+    return matched
+
+
+def test_vectorised_matching_equals_cocoeval_loop():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        D, G = rng.integers(0, 8, 2)
+        # Coarse values make ties and exact threshold hits common.
+        ious = np.round(rng.random((D, G)), 1) * (rng.random((D, G)) < 0.7)
+        assert np.array_equal(match_detections(ious), coco_loop(ious, IOU_THRESHOLDS))

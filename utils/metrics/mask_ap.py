@@ -51,16 +51,17 @@ def match_detections(ious: np.ndarray, thresholds=IOU_THRESHOLDS) -> np.ndarray:
     true positive at threshold t."""
     D, G = ious.shape
     matched = np.zeros((len(thresholds), D), dtype=bool)
+    if G == 0:
+        return matched
     for ti, t in enumerate(thresholds):
-        taken = np.zeros(G, dtype=bool)
+        free = np.ones(G, dtype=bool)
         for d in range(D):
-            best, m = min(t, 1 - 1e-10), -1
-            for g in range(G):
-                # ">=" with a running best: of equal IoUs the later gt wins.
-                if not taken[g] and ious[d, g] >= best:
-                    best, m = ious[d, g], g
-            if m >= 0:
-                taken[m] = True
+            candidates = np.where(free, ious[d], -np.inf)
+            best = candidates.max()
+            if best >= min(t, 1 - 1e-10):
+                # Of equal IoUs the last ground truth wins, as in COCOeval.
+                m = G - 1 - int(np.argmax(candidates[::-1] == best))
+                free[m] = False
                 matched[ti, d] = True
     return matched
 
