@@ -28,7 +28,7 @@ def test_checks_reject_common_mistakes():
         keep = target < C
         return torch.bincount(target[keep] * C + pred[keep], minlength=C * C).reshape(
             C, C).T  # and transposes
-    with pytest.raises(AssertionError, match="Hint"):
+    with pytest.raises(AssertionError, match="hint"):
         ch01.check_confusion_matrix(no_ignore)
 
     def absent_as_zero(m):

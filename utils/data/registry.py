@@ -7,9 +7,9 @@ Each entry builds one split as a dataset that follows the data contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
