@@ -16,12 +16,12 @@ from utils.metrics import (
 C, IGNORE = 6, 255
 
 
-def random_batch(seed, shape=(3, 9, 11)):
+def random_batch(seed, shape=(3, 9, 11), ignored=0.2):
     """Target uses classes 0-3 and ignore, prediction 0, 1, 2 and 4: class 3 is
     never predicted, 4 is predicted but absent, 5 is absent from both."""
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, 4, shape, generator=g)
-    target[torch.rand(shape, generator=g) < 0.2] = IGNORE
+    target[torch.rand(shape, generator=g) < ignored] = IGNORE
     pred = torch.tensor([0, 1, 2, 4])[torch.randint(0, 4, shape, generator=g)]
     return pred, target
 
@@ -69,9 +69,11 @@ def assert_same(got, expected):
         assert torch.allclose(got[key], exp, atol=1e-12, equal_nan=True), key
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(6))
 def test_every_metric_matches_brute_force_over_batches(seed):
-    batches = [random_batch(seed * 10 + i) for i in range(3)]
+    # Odd seeds have no ignored pixel at all: the largest target label is then 3.
+    batches = [random_batch(seed * 10 + i, ignored=0.2 * (seed % 2 == 0))
+               for i in range(3)]
     cm = ConfusionMatrix(C, ignore_index=IGNORE)
     for pred, target in batches:
         cm.update(pred, target)
@@ -97,6 +99,18 @@ def test_logits_uint8_and_slow_path_agree_with_labels():
     # Whatever is predicted at ignored pixels does not count, even out of range.
     wild = torch.where(target == IGNORE, 1000, pred)
     assert torch.equal(confusion_matrix(wild, target, C), expected)
+
+
+def test_high_classes_absent_from_target_and_no_ignored_pixel():
+    # The fast path's histogram must still cover every class.
+    pred, target = torch.tensor([[0, 5], [1, 1]]), torch.tensor([[0, 1], [1, 0]])
+    expected = torch.zeros(C, C, dtype=torch.int64)
+    expected[0, 0] = expected[1, 5] = expected[1, 1] = expected[0, 1] = 1
+    assert torch.equal(confusion_matrix(pred, target, C), expected)
+    cm = ConfusionMatrix(C)
+    cm.update(pred, target)
+    cm.update(pred[:1], target[:1])  # a smaller batch reuses the scratch buffer
+    assert torch.equal(cm.matrix, expected + confusion_matrix(pred[:1], target[:1], C))
 
 
 def test_ignore_none_counts_every_pixel():

@@ -267,7 +267,7 @@ def _counts(pred, target, C: int, ignore_index, buffer=None) -> torch.Tensor:
         # >= C occur, which is how out-of-range targets are caught.
         index = torch.add(pred, target, alpha=C, out=buffer)
         counts = torch.bincount(index,
-                                minlength=(t_hi + 1) * C)
+                                minlength=max(t_hi + 1, C) * C)
         rows = counts[C * C:].reshape(-1, C).sum(dim=1)  # target values C, C+1...
         bad = (rows.nonzero().flatten() + C).tolist()
         bad = [v for v in bad if v != ignore_index]
