@@ -226,3 +226,19 @@ def test_bad_input():
                                                                     dtype=torch.long))
     with pytest.raises(ValueError, match="twice"):
         PanopticQuality((1, 2), (2,))
+
+
+def test_all_void_images():
+    void = panoptic(torch.full((3, 3), VOID), torch.zeros(3, 3, dtype=torch.long))
+    out = one_image(void, void)
+    assert out["n"] == 0 and math.isnan(out["pq"])
+    # A prediction entirely on void is ignored, not a false positive.
+    out = one_image(panoptic(torch.full((3, 3), 3), torch.ones(3, 3, dtype=torch.long)),
+                    void)
+    assert out["per_class"][3]["fp"] == 0
+    # Everything predicted void: every ground-truth segment is a false negative.
+    target = panoptic(torch.tensor([[0, 0, 3], [0, 0, 3], [1, 1, 1]]),
+                      torch.tensor([[0, 0, 2], [0, 0, 2], [0, 0, 0]]))
+    out = one_image(void, target)
+    assert [out["per_class"][c]["fn"] for c in (0, 1, 3)] == [1, 1, 1]
+    assert out["pq"] == 0.0 and out["n"] == 3
