@@ -7,15 +7,15 @@ Each entry builds one split as a dataset that follows the data contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from utils.data import shapes
-from utils.data.transforms import RandomHorizontalFlip
+from utils.data import shapes, voc
+from utils.data.transforms import RandomHorizontalFlip, train_transform
 
 IGNORE_INDEX = 255
 
@@ -39,10 +39,38 @@ def _build_shapes(split, root, image_size, length, train):
     return shapes.Shapes(split, length or 1000, config, transform=transform)
 
 
+def _real(make):
+    """A ``build`` for a prepared real dataset: ``make(root, split, transform)``.
+
+    Training samples get a random scale in [0.5, 2], a crop to ``image_size``
+    and a flip; validation samples are whole images (``pad_collate`` pads a
+    batch of different sizes). ``length`` keeps the first samples.
+    """
+
+    def build(split, root, image_size, length, train):
+        transform = train_transform(image_size) if train else None
+        dataset = make(root, split, transform)
+        if length is not None and length < len(dataset):
+            dataset = torch.utils.data.Subset(dataset, range(length))
+        return dataset
+
+    return build
+
+
+def _voc(root, split, transform):
+    if split == "train" and voc.has_train_aug(root):
+        split = "train_aug"
+    return voc.VOCSegmentation(root, split, transform)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec(
         shapes.CLASSES, shapes.PALETTE, _build_shapes, False,
         "built-in synthetic Shapes (no download)",
+    ),
+    "voc": DatasetSpec(
+        voc.CLASSES, voc.PALETTE, _real(_voc), True,
+        "PASCAL VOC 2012 (train_aug when SBD was prepared): data_scripts.voc",
     ),
 }  # fmt: skip
 
