@@ -39,13 +39,16 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def fetch(key: str, args) -> Path:
-    """Download ``sources.SOURCES[key]`` into ``ROOT/downloads`` (verified)."""
+def fetch(key: str, args, folder: Path | None = None) -> Path:
+    """Download ``sources.SOURCES[key]`` into ``folder`` (default
+    ``ROOT/downloads``), verified by its checksum."""
     source = sources.SOURCES[key]
     url = apply_mirror(source.url, args.mirror)
-    print(f"download {url} ({source.size})")
-    return download(url, args.root / "downloads" / source.filename,
-                    checksum=source.checksum, progress=not args.no_progress)
+    dest = (folder or args.root / "downloads") / source.filename
+    if not dest.exists():
+        print(f"download {url} ({source.size})")
+    return download(url, dest, checksum=source.checksum,
+                    progress=not args.no_progress)
 
 
 def extract_part(archive: Path, inner: str, dest: Path) -> Path:
@@ -94,7 +97,7 @@ def class_counts(label_paths, lut: np.ndarray, num_classes: int) -> list[int]:
 def report(manifest: dict) -> None:
     """Print split sizes and class counts."""
     print(f"{manifest['dataset']} in {manifest['root']}")
-    for split, n in manifest["splits"].items():
+    for split, n in manifest.get("splits", {}).items():
         print(f"  {split:>10}: {n} images")
     counts = manifest.get("class_counts")
     if counts:
@@ -125,7 +128,8 @@ def run(main, argv=None) -> int:
     """Run ``main(argv)``; turn expected failures into a message and exit code 1."""
     try:
         main(argv)
-    except (DownloadError, ArchiveError, FileNotFoundError, ValueError) as err:
+    except (DownloadError, ArchiveError, FileNotFoundError, ValueError,
+            TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

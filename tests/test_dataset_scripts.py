@@ -7,6 +7,7 @@ and the checksums are swapped for the fakes' own SHA-256.
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import urllib.parse
@@ -183,7 +184,7 @@ def test_help_of_every_script():
                             cwd=ROOT, capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0 and "--mirror" in result.stdout
-    for name in ["voc", "pets", "camvid", "cityscapes"]:
+    for name in ["voc", "pets", "camvid", "cityscapes", "coco", "weights"]:
         with pytest.raises(SystemExit) as exit_, redirect_stdout(io.StringIO()):
             module_run(name, ["--help"])
         assert exit_.value.code == 0
@@ -303,3 +304,159 @@ def test_cityscapes_missing_zips_explains_where_to_get_them(tmp_path, capsys):
     code, _ = run_script("cityscapes", tmp_path, "http://127.0.0.1:9")
     err = capsys.readouterr().err
     assert code == 1 and "cityscapes-dataset.com" in err and "packageID=3" in err
+
+
+# ---------------------------------------------------------------------- COCO
+
+
+def fake_coco():
+    from utils.data.formats import id_to_rgb, rle_encode, rle_to_string
+
+    rng = np.random.default_rng(4)
+    h, w = 12, 16
+    cats = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"},
+            {"id": 90, "name": "toothbrush"}]
+    dog = np.zeros((h, w), np.uint8)
+    dog[6:10, 8:14] = 1
+    crowd = np.zeros((h, w), np.uint8)
+    crowd[0:3, 10:16] = 1
+    images = {s: [] for s in ("train", "val")}
+    anns = {s: [] for s in ("train", "val")}
+    jpgs = {}
+    for split, ids in {"val": [1, 2, 3], "train": [5]}.items():
+        for i in ids:
+            name = f"{i:012d}.jpg"
+            jpgs[split, name] = fake.jpeg(rng, h, w)
+            images[split].append({"id": i, "file_name": name, "height": h,
+                                  "width": w})
+    anns["val"] = [
+        {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0,
+         "segmentation": [[1, 1, 6, 1, 6, 5, 1, 5]]},  # rows 1-4, columns 1-5
+        {"id": 11, "image_id": 1, "category_id": 18, "iscrowd": 0,
+         "segmentation": {"size": [h, w],
+                          "counts": rle_to_string(rle_encode(dog)["counts"])}},
+        {"id": 12, "image_id": 1, "category_id": 1, "iscrowd": 1,
+         "segmentation": rle_encode(crowd)},
+        {"id": 13, "image_id": 3, "category_id": 90, "iscrowd": 0,
+         "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]]},
+    ]
+    anns["train"] = [{"id": 14, "image_id": 5, "category_id": 18, "iscrowd": 0,
+                      "segmentation": [[2, 2, 8, 2, 8, 8]]}]
+    ann_files = {
+        f"annotations/instances_{s}2017.json": json.dumps(
+            {"images": images[s], "annotations": anns[s], "categories": cats}
+        ).encode() for s in ("train", "val")}
+    # panoptic: person (thing), sky (stuff), a crowd of dogs, the rest void
+    ids = np.zeros((h, w), np.int64)
+    ids[1:5, 1:6] = 300
+    ids[8:, :] = 70000
+    ids[0:2, 12:] = 5
+    pan_png = {"panoptic_val2017/000000000001.png": fake.rgb_png(id_to_rgb(ids))}
+    pan_cats = [{"id": 1, "name": "person", "isthing": 1},
+                {"id": 18, "name": "dog", "isthing": 1},
+                {"id": 187, "name": "sky-other-merged", "isthing": 0}]
+    pan = {"images": images["val"], "categories": pan_cats, "annotations": [
+        {"image_id": 1, "file_name": "000000000001.png", "segments_info": [
+            {"id": 300, "category_id": 1, "iscrowd": 0},
+            {"id": 70000, "category_id": 187, "iscrowd": 0},
+            {"id": 5, "category_id": 18, "iscrowd": 1}]}]}
+    pan_zip = fake.zip_bytes({
+        "annotations/panoptic_val2017.json": json.dumps(pan).encode(),
+        "annotations/panoptic_val2017.zip": fake.zip_bytes(pan_png)})
+    expected = {"dog": dog, "crowd": crowd, "panoptic_ids": ids}
+    return ann_files, jpgs, pan_zip, expected
+
+
+def test_coco_end_to_end_with_panoptic(server, monkeypatch, tmp_path):
+    from utils.data.coco import COCO
+
+    base, state = server
+    ann_files, jpgs, pan_zip, expected = fake_coco()
+    val_zip = fake.zip_bytes({f"val2017/{n}": d for (s, n), d in jpgs.items()
+                              if s == "val"})
+    publish(monkeypatch, state, {"coco_annotations": fake.zip_bytes(ann_files),
+                                 "coco_val2017": val_zip, "coco_panoptic": pan_zip})
+    root = tmp_path / "coco"
+    code, out = run_script("coco", root, base, "--splits", "val", "--panoptic")
+    assert code == 0, out
+    assert "val: 3 images" in out
+    data = COCO(root, "val", "instance")
+    image, target = data[0]
+    check_contract(image, target["masks"][0].long(), 2)
+    torch.testing.assert_close(image, decoded(jpgs["val", "000000000001.jpg"]))
+    assert target["labels"].tolist() == [1, 17]  # person, dog; the crowd left out
+    person = np.zeros((12, 16), np.uint8)
+    person[1:5, 1:6] = 1
+    assert np.array_equal(target["masks"][0].numpy(), person)
+    assert np.array_equal(target["masks"][1].numpy(), expected["dog"])
+    assert target["boxes"].tolist() == [[1, 1, 6, 5], [8, 6, 14, 10]]
+    _, semantic = COCO(root, "val", "semantic")[0]
+    want = np.where(expected["crowd"], 255, 0)
+    want[person == 1], want[expected["dog"] == 1] = 1, 17
+    assert np.array_equal(semantic.numpy(), want)
+    assert COCO(root, "val", "instance")[1][1]["masks"].shape == (0, 12, 16)
+    pan = COCO(root, "val", "panoptic")
+    assert pan.classes == ("person", "dog", "sky-other-merged")
+    _, panoptic = pan[0]
+    ids = expected["panoptic_ids"]
+    want = np.zeros((12, 16, 2), np.int64)
+    want[..., 0] = 255
+    want[ids == 300] = (0, 1)
+    want[ids == 70000] = (2, 0)
+    assert np.array_equal(panoptic.numpy(), want)
+    n = len(state.requests)
+    code, out = run_script("coco", root, base, "--splits", "val", "--panoptic")
+    assert "nothing to do" in out and len(state.requests) == n
+
+
+def test_coco_subset_downloads_single_images(server, monkeypatch, tmp_path):
+    base, state = server
+    ann_files, jpgs, _, _ = fake_coco()
+    publish(monkeypatch, state, {"coco_annotations": fake.zip_bytes(ann_files)})
+    for (split, name), data in jpgs.items():
+        state.add(f"/{split}2017/{name}", data)
+    root = tmp_path / "coco"
+    code, out = run_script("coco", root, base, "--subset", "1")
+    assert code == 0, out
+    assert "train: 1 images" in out and "val: 1 images" in out
+    assert sorted(p for p, _ in state.requests if p.endswith(".jpg")) == [
+        "/train2017/000000000005.jpg", "/val2017/000000000001.jpg"]
+    val = build_dataset("coco", "val", root)
+    assert len(val) == 1 and set(val[0][1].unique().tolist()) == {0, 1, 17, 255}
+    assert DATASETS["coco"].classes[17] == "dog"
+
+
+# ------------------------------------------------------------------- Weights
+
+
+def test_weights_end_to_end(server, monkeypatch, tmp_path):
+    base, state = server
+    blobs = {}
+    for k, name in enumerate(["vgg16", "resnet50"]):
+        buf = io.BytesIO()
+        torch.save({"conv.weight": torch.full((2, 3), float(k)),
+                    "conv.bias": torch.zeros(2)}, buf)
+        blobs[name] = buf.getvalue()
+    publish(monkeypatch, state, blobs)
+    root = tmp_path / "weights"
+    code, out = run_script("weights", root, base, "--only", "vgg16", "resnet50")
+    assert code == 0, out
+    assert "vgg16: 8" in out  # parameters
+    state_dict = torch.load(root / "vgg16-397923af.pth", weights_only=True)
+    assert torch.equal(state_dict["conv.weight"], torch.zeros(2, 3))
+    assert {p for p, _ in state.requests} == {"/models/vgg16-397923af.pth",
+                                             "/models/resnet50-0676ba61.pth"}
+    n = len(state.requests)
+    code, out = run_script("weights", root, base, "--only", "resnet50", "vgg16")
+    assert "nothing to do" in out and len(state.requests) == n
+
+
+def test_weights_with_the_wrong_hash_are_refused(server, tmp_path, capsys):
+    base, state = server
+    # the real table: the file name's SHA-256 prefix cannot match these bytes
+    state.add("/models/resnet101-63fe2227.pth", b"not the weights")
+    root = tmp_path / "weights"
+    code, _out = run_script("weights", root, base, "--only", "resnet101")
+    err = capsys.readouterr().err
+    assert code == 1 and "checksum mismatch" in err and "63fe2227" in err
+    assert sorted(p.name for p in root.iterdir()) == []

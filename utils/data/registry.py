@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data import camvid, cityscapes, pets, shapes, voc
+from utils.data import camvid, cityscapes, coco, pets, shapes, voc
 from utils.data.transforms import RandomHorizontalFlip, train_transform
 
 IGNORE_INDEX = 255
@@ -75,6 +75,10 @@ def _cityscapes(root, split, transform):
     return cityscapes.Cityscapes(root, split, transform)
 
 
+def _coco(root, split, transform):
+    return coco.COCO(root, split, "semantic", transform)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec(
         shapes.CLASSES, shapes.PALETTE, _build_shapes, False,
@@ -95,6 +99,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "cityscapes": DatasetSpec(
         cityscapes.CLASSES, cityscapes.PALETTE, _real(_cityscapes), True,
         "Cityscapes fine, 19 trainIds (your own zips): data_scripts.cityscapes",
+    ),
+    "coco": DatasetSpec(
+        coco.CLASSES, coco.PALETTE, _real(_coco), True,
+        "COCO 2017 as semantic maps, 80 things + background: data_scripts.coco",
     ),
 }  # fmt: skip
 
