@@ -6,6 +6,7 @@ and the checksums are swapped for the fakes' own SHA-256.
 """
 
 import hashlib
+import importlib.util
 import io
 import json
 import subprocess
@@ -460,3 +461,28 @@ def test_weights_with_the_wrong_hash_are_refused(server, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "checksum mismatch" in err and "63fe2227" in err
     assert sorted(p.name for p in root.iterdir()) == []
+
+
+# ------------------------------------------------- the training command line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("utils.train") is None,
+                    reason="utils.train is not merged yet")
+def test_train_command_line_on_the_fake_voc_tree(server, monkeypatch, tmp_path):
+    from utils.train.cli import main as train_main
+
+    base, state = server
+    archives, *_ = fake_voc(tmp_path / "mats")
+    publish(monkeypatch, state, archives)
+    root = tmp_path / "voc"
+    assert run_script("voc", root, base)[0] == 0
+    out = tmp_path / "run"
+    with redirect_stdout(io.StringIO()) as log:
+        code = train_main(["--model", "tiny_fcn", "--data", "voc", "--data-root",
+                           str(root), "--epochs", "1", "--image-size", "16",
+                           "--batch-size", "2", "--width", "0.25", "--profile", "ci",
+                           "--no-progress", "--out", str(out)])
+    assert code == 0, log.getvalue()
+    assert "5 train / 1 val images" in log.getvalue()  # train_aug and VOC val
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and "miou" in rows[0]
