@@ -11,11 +11,25 @@ result with :class:`utils.data.camvid.CamVid` or ``--data camvid``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from data_scripts import common
 from utils.data import camvid
 
 EXPECTED = {"train": 367, "val": 101, "test": 233}  # the SegNet tutorial's split
+
+
+def check(folder: Path) -> None:
+    """Every split has images, and every image its label."""
+    for split in camvid.SPLITS:
+        images = sorted((folder / split).glob("*.png"))
+        if not images:
+            raise FileNotFoundError(f"the archive has no CamVid/{split}/*.png")
+        missing = [p.name for p in images
+                   if not (folder / f"{split}annot" / p.name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} CamVid/{split} images have no "
+                                    f"label in {split}annot/, e.g. {missing[0]}")
 
 
 def main(argv=None):
@@ -24,15 +38,9 @@ def main(argv=None):
         return
     root = args.root
     root.mkdir(parents=True, exist_ok=True)
-    common.extract_part(common.fetch("camvid", args), "*/CamVid", root / "CamVid")
-    splits = {}
-    for split in camvid.SPLITS:
-        data = camvid.CamVid(root, split)
-        missing = [t for _, t in data.pairs if not t.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} {split} images have no label, "
-                                    f"e.g. {missing[0]}")
-        splits[split] = len(data)
+    common.extract_part(common.fetch("camvid", args), "*/CamVid", root / "CamVid",
+                        check)
+    splits = {split: len(camvid.CamVid(root, split)) for split in camvid.SPLITS}
     if splits != EXPECTED:
         print(f"note: split sizes {splits} differ from the SegNet tutorial's "
               f"{EXPECTED}")

@@ -51,10 +51,12 @@ def fetch(key: str, args, folder: Path | None = None) -> Path:
                     progress=not args.no_progress)
 
 
-def extract_part(archive: Path, inner: str, dest: Path) -> Path:
+def extract_part(archive: Path, inner: str, dest: Path, check=None) -> Path:
     """Extract ``archive`` and move its folder ``inner`` (a glob) to ``dest``.
 
-    Skipped when ``dest`` exists; an earlier run's leftovers are removed first.
+    ``check(folder)``, if given, inspects the extracted folder and raises when
+    its content is wrong, before anything is moved into place. Skipped when
+    ``dest`` exists; an earlier run's leftovers are removed first.
     """
     if dest.exists():
         return dest
@@ -63,9 +65,15 @@ def extract_part(archive: Path, inner: str, dest: Path) -> Path:
     print(f"extract {archive.name}")
     extract(archive, staging)
     found = next(iter(sorted(staging.glob(inner))), staging / inner)
-    if not found.is_dir():
+    try:
+        if not found.is_dir():
+            raise ArchiveError(f"{archive} has no folder {inner}/; is it the right "
+                               "file? Delete it and run the command again.")
+        if check is not None:
+            check(found)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ArchiveError(f"{archive} has no folder {inner}/; is it the right file?")
+        raise
     os.replace(found, dest)
     shutil.rmtree(staging, ignore_errors=True)
     return dest

@@ -34,7 +34,8 @@ class Checksum:
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(
-                f"checksum algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}"
+                f"checksum algorithm must be one of {ALGORITHMS}, "
+                f"got {self.algorithm!r}"
             )
         if not self.value or any(c not in "0123456789abcdef" for c in self.value):
             raise ValueError(f"checksum must be lowercase hex, got {self.value!r}")

