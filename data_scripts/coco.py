@@ -6,7 +6,8 @@
 Downloads annotations_trainval2017.zip (241 MB) and the image zips
 train2017.zip (18 GB) and val2017.zip (1 GB). With ``--subset N`` it keeps
 the first N annotated images of each split (by id), writes their own
-annotation files and downloads just those images one by one. ``--panoptic``
+annotation files and downloads just those images one by one into
+``{split}2017_subset/``. ``--panoptic``
 adds panoptic_annotations_trainval2017.zip (821 MB) and its PNGs.
 cocodataset.org publishes no checksums: zip members are checked by their
 CRC-32 on extraction, single images by decoding them.
@@ -74,6 +75,8 @@ def prepare_split(args, split: str, panoptic: bool) -> dict:
                             root / f"{split}2017")
         return files
     data = subset(json.loads((root / files["instances"]).read_text()), args.subset)
+    # A folder of its own, so that a later full run can still extract the zip.
+    files["images"] = f"{split}2017_subset"
     files["instances"] = f"annotations/instances_{split}2017_subset{args.subset}.json"
     common.write_json(root / files["instances"], data)
     if panoptic:
@@ -84,7 +87,7 @@ def prepare_split(args, split: str, panoptic: bool) -> dict:
         files["panoptic"] = (f"panoptic_annotations/panoptic_{split}2017_"
                              f"subset{args.subset}.json")
         common.write_json(root / files["panoptic"], pan)
-    fetch_images(data["images"], split, root / f"{split}2017", args)
+    fetch_images(data["images"], split, root / files["images"], args)
     return files
 
 

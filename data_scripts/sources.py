@@ -13,8 +13,10 @@ algorithm its checksum uses, because the publishers differ:
   zip files, so the CRC-32 of every member is still checked on extraction, and
   the scripts check the extracted content (file counts, label values).
 
-Whatever the algorithm, :func:`data_scripts.download.download` checks it after
-every complete download, before the file is moved into place.
+No entry below is a full SHA-256: no publisher of these files gives one. The
+table still accepts them, and a full SHA-256 is what to add for a mirror of
+your own. Whatever the algorithm, :func:`data_scripts.download.download`
+checks it after every complete download, before the file is moved into place.
 """
 
 from __future__ import annotations

@@ -425,6 +425,21 @@ def test_coco_subset_downloads_single_images(server, monkeypatch, tmp_path):
     val = build_dataset("coco", "val", root)
     assert len(val) == 1 and set(val[0][1].unique().tolist()) == {0, 1, 17, 255}
     assert DATASETS["coco"].classes[17] == "dog"
+    # instance targets go through the joint training transform
+    from utils.data.coco import COCO
+    from utils.data.transforms import train_transform
+
+    torch.manual_seed(0)
+    image, target = COCO(root, "val", "instance", train_transform(8))[0]
+    assert image.shape == (3, 8, 8) and target["masks"].shape[1:] == (8, 8)
+    assert len(target["boxes"]) == len(target["labels"]) == len(target["masks"])
+    # a later full run still gets the whole image zip
+    val_zip = fake.zip_bytes({f"val2017/{n}": d for (s, n), d in jpgs.items()
+                              if s == "val"})
+    publish(monkeypatch, state, {"coco_val2017": val_zip})
+    code, out = run_script("coco", root, base, "--splits", "val")
+    assert code == 0 and "val: 3 images" in out, out
+    assert len(build_dataset("coco", "val", root)) == 3
 
 
 # ------------------------------------------------------------------- Weights
