@@ -135,7 +135,13 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and have:
-            return  # nothing left to send: the .part file is complete
+            # "Range Not Satisfiable": complete if the size matches, else stale
+            size = err.headers.get("Content-Range", "").rpartition("/")[2]
+            if size == str(have):
+                return
+            part.unlink()
+            raise _Interrupted(f"{part.name} does not match the file on the "
+                               "server; starting again") from None
         if err.code >= 500:
             raise _Interrupted(f"HTTP {err.code} {err.reason}") from None
         raise DownloadError(
@@ -147,9 +153,13 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> None:
     with response:
         length = response.headers.get("Content-Length")
         length = int(length) if length is not None else None
-        if have and response.status == 206 and _range_start(response) == have:
+        if have and response.status == 206:
+            if _range_start(response) != have:
+                part.unlink()  # an unexpected range: start again from byte 0
+                raise _Interrupted(f"asked for bytes {have}- of {url}, got "
+                                   f"{response.headers.get('Content-Range')}")
             mode = "ab"
-        else:  # the server ignored the Range header: start again
+        else:  # a fresh start, or the server ignored the Range header
             have, mode = 0, "wb"
         total = have + length if length is not None else None
         with open(part, mode) as f, tqdm(

@@ -545,3 +545,19 @@ def test_an_archive_with_the_wrong_content_prepares_nothing(server, monkeypatch,
     assert run_script("camvid", root, base)[0] == 1
     assert "CamVid/train images have no label" in capsys.readouterr().err
     assert sorted(p.name for p in root.iterdir()) == ["downloads"]
+
+
+def test_class_names_and_palettes():
+    from utils.data import camvid, cityscapes, coco, pets, voc
+
+    for name, n in {"voc": 21, "pets": 2, "camvid": 11, "cityscapes": 19,
+                    "coco": 81}.items():
+        spec = DATASETS[name]
+        assert len(spec.classes) == n == len(set(spec.classes)), name
+        assert spec.palette.shape == (256, 3) and spec.palette.dtype == np.uint8
+        assert len({tuple(c) for c in spec.palette[:n]}) == n, name  # distinct
+    assert voc.CLASSES[15] == "person" and tuple(voc.PALETTE[1]) == (128, 0, 0)
+    assert tuple(cityscapes.PALETTE[0]) == (128, 64, 128)  # road
+    assert camvid.CLASSES[3] == "road" and pets.CLASSES == ("background", "pet")
+    ids = [cat for cat, _ in coco.CATEGORIES]
+    assert len(ids) == 80 and ids == sorted(set(ids)) and ids[-1] == 90

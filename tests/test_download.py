@@ -142,3 +142,14 @@ def test_sources_table_is_well_formed():
         if source.checksum and source.checksum.algorithm == "sha256-prefix":
             # torchvision puts the prefix in the file name
             assert source.checksum.value in source.filename, key
+
+
+def test_complete_part_file_is_finished_and_a_stale_one_restarted(server, tmp_path):
+    base, state = server
+    (tmp_path / "a.bin.part").write_bytes(DATA)  # complete: the server says 416
+    fetch(f"{base}/files/data.bin", tmp_path / "a.bin", sha256=SHA)
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert state.requests == [("/files/data.bin", f"bytes={len(DATA)}-")]
+    (tmp_path / "b.bin.part").write_bytes(DATA + b"extra")  # longer than the file
+    fetch(f"{base}/files/data.bin", tmp_path / "b.bin")
+    assert (tmp_path / "b.bin").read_bytes() == DATA
