@@ -561,3 +561,13 @@ def test_class_names_and_palettes():
     assert camvid.CLASSES[3] == "road" and pets.CLASSES == ("background", "pet")
     ids = [cat for cat, _ in coco.CATEGORIES]
     assert len(ids) == 80 and ids == sorted(set(ids)) and ids[-1] == 90
+
+
+def test_coco_four_number_polygons_are_boxes():
+    from utils.data.coco import annotation_to_mask
+
+    # pycocotools' frBbox draws [x, y, w, h] as the polygon of its corners
+    mask = annotation_to_mask([[1, 2, 3, 4]], 8, 8)
+    expected = np.zeros((8, 8), np.uint8)
+    expected[2:6, 1:4] = 1
+    assert np.array_equal(mask, expected)

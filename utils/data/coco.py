@@ -72,7 +72,8 @@ def annotation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     ``uint8 [height, width]`` mask, as pycocotools' ``annToMask``."""
     if isinstance(segmentation, list):
         if segmentation and len(segmentation[0]) == 4:
-            # pycocotools' frPyObjects reads 4 numbers as a box [x, y, w, h]
+            # pycocotools' frPyObjects means 4 numbers as a box [x, y, w, h]
+            # (and then raises a TypeError on a list); rasterised as its frBbox
             boxes = []
             for x, y, w, h in segmentation:
                 boxes.append([x, y, x, y + h, x + w, y + h, x + w, y])
