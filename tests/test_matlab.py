@@ -44,3 +44,21 @@ def test_not_a_mat_file(tmp_path):
     (tmp_path / "x.mat").write_bytes(b"\0" * 200)
     with pytest.raises(ValueError, match="not a MATLAB v5"):
         loadmat(tmp_path / "x.mat")
+
+
+def test_files_written_by_scipy_when_installed(tmp_path):
+    """SciPy's writer, as an outside reference (not a dependency: skipped here)."""
+    sio = pytest.importorskip("scipy.io")
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(1)
+    seg = rng.integers(0, 21, size=(37, 29)).astype(np.uint8)
+    bounds = np.empty((20, 1), dtype=object)
+    for k in range(20):
+        bounds[k, 0] = sparse.csc_matrix(rng.random((37, 29)) < 0.05)
+    for compress in (True, False):
+        sio.savemat(tmp_path / "a.mat", {"GTcls": {
+            "Boundaries": bounds, "Segmentation": seg,
+            "CategoriesPresent": np.array([[3.0], [7.0]])}}, do_compression=compress)
+        gt = loadmat(tmp_path / "a.mat")["GTcls"]
+        np.testing.assert_array_equal(gt["Segmentation"], seg)
+        assert gt["Boundaries"] == [None] * 20

@@ -120,3 +120,15 @@ def test_polygons_of_one_object_are_merged():
 def test_too_few_points():
     with pytest.raises(ValueError, match="at least 3 points"):
         polygon_to_mask([[0, 0, 1, 1]], 4, 4)
+
+
+def test_matches_pycocotools_when_installed():
+    """Bit for bit against COCO's own C code (not a dependency: skipped here)."""
+    mask_api = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 60, size=2))
+        polys = [rng.uniform(-5, max(h, w) + 5, size=2 * rng.integers(3, 12))
+                 .round(rng.integers(0, 3)).tolist() for _ in range(rng.integers(1, 4))]
+        expected = mask_api.decode(mask_api.merge(mask_api.frPyObjects(polys, h, w)))
+        assert np.array_equal(polygon_to_mask(polys, h, w), expected)
