@@ -7,8 +7,8 @@ Downloads annotations_trainval2017.zip (241 MB) and the image zips
 train2017.zip (18 GB) and val2017.zip (1 GB). With ``--subset N`` it keeps
 the first N annotated images of each split (by id), writes their own
 annotation files and downloads just those images one by one into
-``{split}2017_subset/``. ``--panoptic``
-adds panoptic_annotations_trainval2017.zip (821 MB) and its PNGs.
+``{split}2017_subset/``. ``--panoptic`` adds
+panoptic_annotations_trainval2017.zip (821 MB) and its PNGs.
 cocodataset.org publishes no checksums: zip members are checked by their
 CRC-32 on extraction, single images by decoding them.
 
