@@ -2,7 +2,7 @@
 
     python -m data_scripts.camvid --root data/camvid [--mirror URL]
 
-Downloads the SegNet tutorial repository's archive (about 570 MB; GitHub
+Downloads the SegNet tutorial repository's archive (about 0.6 GB; GitHub
 publishes no checksum, so the zip's CRC-32s and the extracted content are
 checked instead), keeps its ``CamVid/`` folder and drops the rest. Read the
 result with :class:`utils.data.camvid.CamVid` or ``--data camvid``.
