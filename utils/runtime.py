@@ -47,12 +47,12 @@ class Budget:
 BUDGETS: dict[str, dict[str, Budget]] = {
     "train": {
         "ci": Budget(64, 64, 16, 2, 16, 0.25, 3e-3),
-        "cpu": Budget(96, 1024, 128, 8, 16, 0.5, 3e-3),
+        "cpu": Budget(96, 2048, 256, 10, 16, 0.5, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
     },
     "00_introduction": {
-        "ci": Budget(64, 384, 64, 4, 16, 0.5, 5e-3),
-        "cpu": Budget(96, 2048, 256, 10, 16, 1.0, 3e-3),
+        "ci": Budget(64, 512, 64, 8, 16, 0.5, 5e-3),
+        "cpu": Budget(96, 2048, 256, 10, 16, 0.5, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
     },
 }

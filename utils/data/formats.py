@@ -46,7 +46,8 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     palette = np.asarray(palette)
     if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
         raise ValueError(
-            f"label must be an integer [H, W] map, got {label.dtype} {list(label.shape)}"
+            "label must be an integer [H, W] map, got "
+            f"{label.dtype} {list(label.shape)}"
         )
     if palette.ndim != 2 or palette.shape[1] != 3:
         raise ValueError(f"palette must be [K, 3], got {list(palette.shape)}")

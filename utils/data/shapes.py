@@ -63,7 +63,9 @@ class ShapesConfig:
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or self.image_size < 16:
-            raise ValueError(f"image_size must be an int >= 16, got {self.image_size!r}")
+            raise ValueError(
+                f"image_size must be an int >= 16, got {self.image_size!r}"
+            )
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError(
                 "need 0 <= min_objects <= max_objects, got "
@@ -140,7 +142,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def _textures(size: int) -> tuple[np.ndarray, np.ndarray]:
+def fixed_textures(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed noise and speckle textures twice the image size.
 
     Each sample reads a window at a random offset: to a network this is fresh
@@ -206,7 +208,7 @@ def generate(config: ShapesConfig, rng: np.random.Generator) -> ShapesSample:
         band = np.zeros((size, size), bool)
 
     if config.noise > 0:
-        noise_tile, _ = _textures(size)
+        noise_tile, _ = fixed_textures(size)
         oy, ox = rng.integers(0, size, 2)
         image += noise_tile[:, oy : oy + size, ox : ox + size] * config.noise
     np.clip(image, 0.0, 1.0, out=image)
@@ -222,7 +224,7 @@ def _paint_stuff(config: ShapesConfig, rng) -> tuple[np.ndarray, np.ndarray]:
     # argmax over three fields, written out: three times faster than argmax(0).
     stuff = np.where(f0 >= f1, np.where(f0 >= f2, 0, 2), np.where(f1 >= f2, 1, 2))
     ys, xs = _grid(size)
-    _, speckle_tile = _textures(size)
+    _, speckle_tile = fixed_textures(size)
 
     contrast = 0.35 - 0.25 * config.difficulty
     colours = rng.random((3, len(STUFF_CLASSES)), dtype=np.float32)  # (RGB, class)
@@ -233,8 +235,9 @@ def _paint_stuff(config: ShapesConfig, rng) -> tuple[np.ndarray, np.ndarray]:
     # striped: a sine grating with random period and angle.
     period = rng.uniform(4, 10)
     angle = rng.uniform(0, np.pi)
-    ky, kx = np.float32(2 * np.pi / period * np.sin(angle)), np.float32(
-        2 * np.pi / period * np.cos(angle)
+    ky, kx = (
+        np.float32(2 * np.pi / period * np.sin(angle)),
+        np.float32(2 * np.pi / period * np.cos(angle)),
     )
     striped = np.sin(ky * ys + kx * xs) * np.float32(contrast)
     # speckled: sparse dots, bright on a dark region and dark on a bright one.
@@ -267,7 +270,7 @@ def _thing_mask(cls, cy, cx, radius, rotation, thickness, size):
     elif cls == _TRIANGLE:
         inradius = radius / 2
         n = _TRIANGLE_NORMALS
-        mask = (u * n[0, 0] + v * n[0, 1] <= inradius)
+        mask = u * n[0, 0] + v * n[0, 1] <= inradius
         mask &= u * n[1, 0] + v * n[1, 1] <= inradius
         mask &= u * n[2, 0] + v * n[2, 1] <= inradius
     elif cls == _RING:
@@ -347,6 +350,9 @@ class Shapes(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         index %= self.length
         rng = np.random.default_rng((self.seed, SPLITS[self.split], index))
+        return self.generate(rng)
+
+    def generate(self, rng: np.random.Generator) -> ShapesSample:
         return generate(self.config, rng)
 
     def __getitem__(self, index: int):

@@ -125,7 +125,9 @@ def _pad_crop(x: torch.Tensor, top: int, left: int, size, fill, channels_last):
     """Crop ``size`` at (top, left); parts outside ``x`` are filled with ``fill``."""
     h, w = size
     H, W = (x.shape[0], x.shape[1]) if channels_last else (x.shape[-2], x.shape[-1])
-    shape = (h, w) + tuple(x.shape[2:]) if channels_last else tuple(x.shape[:-2]) + (h, w)
+    shape = (
+        (h, w) + tuple(x.shape[2:]) if channels_last else tuple(x.shape[:-2]) + (h, w)
+    )
     out = torch.empty(shape, dtype=x.dtype)
     out[...] = fill  # a number, or one value per channel for panoptic maps
     y0, x0 = max(top, 0), max(left, 0)
@@ -259,7 +261,9 @@ class CenterCrop(RandomCrop):
     def __call__(self, image, target):
         check_pair(image, target)
         H, W = image.shape[1:]
-        return self.crop(image, target, (H - self.size[0]) // 2, (W - self.size[1]) // 2)
+        return self.crop(
+            image, target, (H - self.size[0]) // 2, (W - self.size[1]) // 2
+        )
 
     def __repr__(self):
         return f"CenterCrop({self.size})"

@@ -91,14 +91,14 @@ class ConfusionMatrix:
             "mean_dice": float(dice.nanmean()),
         }
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         if not isinstance(other, ConfusionMatrix) or other.num_classes != self.num_classes:
             raise ValueError("can only add confusion matrices with the same classes")
         out = ConfusionMatrix(self.num_classes, self.ignore_index, self.matrix.device)
         out.matrix = self.matrix + other.matrix.to(self.matrix.device)
         return out
 
-    def all_reduce(self) -> "ConfusionMatrix":
+    def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrices of all DDP ranks in place (no-op without DDP)."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)

@@ -17,10 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def conv_block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_block(
+    cin: int, cout: int, stride: int = 1, dilation: int = 1
+) -> nn.Sequential:
     """3x3 convolution (padding keeps the size at stride 1), GroupNorm, ReLU."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+        nn.Conv2d(
+            cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False
+        ),
         nn.GroupNorm(min(8, cout), cout),
         nn.ReLU(inplace=True),
     )
