@@ -1,7 +1,7 @@
 import csv
 import subprocess
-import time
 import sys
+import time
 
 import pytest
 import torch
