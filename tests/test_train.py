@@ -1,6 +1,7 @@
 import csv
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from utils.models import TinyFCN
 from utils.train import (
     CheckpointError,
     TrainConfig,
+    evaluate,
     fit,
     load_checkpoint,
     save_checkpoint,
@@ -245,3 +247,64 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     w2 = load_checkpoint(tmp_path / "two/checkpoint.pt")["model"]
     for name in w1:
         assert torch.allclose(w1[name], w2[name], atol=1e-4), name
+
+
+class BatchNormNet(torch.nn.Module):
+    """A model with buffers (BatchNorm running statistics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, NUM_CLASSES, 1),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _ddp_worker(rank, rendezvous, out):
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2
+    )
+    try:
+        torch.manual_seed(0)
+        train = Shapes("train", 8, ShapesConfig(image_size=16))
+        val = Shapes("val", 5, ShapesConfig(image_size=16))  # shards of 3 and 2
+        config = TrainConfig(epochs=1, batch_size=4, progress=False)
+        model = BatchNormNet()
+        history = fit(model, train, val, config, num_classes=NUM_CLASSES,
+                      device="cpu", log=quiet)
+        if rank == 0:
+            torch.save({"history": history, "model": model.state_dict()}, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_metrics_belong_to_the_saved_model(tmp_path):
+    """Two ranks with BatchNorm statistics of their own and uneven validation
+    shards report exactly the metrics of rank 0's model, the one saved."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "result.pt"
+    context = mp.start_processes(_ddp_worker, args=(tmp_path / "rdzv", out),
+                                 nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("2-process training did not finish in 120 s")
+    result = torch.load(out)
+    model = BatchNormNet()
+    model.load_state_dict(result["model"])
+    val = Shapes("val", 5, ShapesConfig(image_size=16))
+    loader = torch.utils.data.DataLoader(val, batch_size=5)
+    single = evaluate(model, loader, NUM_CLASSES, "cpu")
+    reported = result["history"][0]
+    assert reported["miou"] == pytest.approx(single["mean_iou"], abs=1e-12)
+    # The loss is a mean of per-batch means, which weight images by their
+    # non-void pixels: batches of 2 + 1 and 2 images differ slightly from 5.
+    assert reported["val_loss"] == pytest.approx(single["loss"], rel=1e-3)

@@ -55,6 +55,12 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(96, 2048, 256, 10, 16, 0.5, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
     },
+    # No training: the chapter scores simulated predictions on val_size images.
+    "01_metrics_and_losses": {
+        "ci": Budget(64, 0, 32, 0, 8, 1.0, 0.0),
+        "cpu": Budget(128, 0, 256, 0, 16, 1.0, 0.0),
+        "gpu": Budget(128, 0, 1024, 0, 32, 1.0, 0.0),
+    },
     # Chapter 02 trains on windows: train_size images, batch_size windows per
     # step (the notebook draws a fixed number of windows from each image).
     "02_patch_classification": {

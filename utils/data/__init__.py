@@ -1,1 +1,8 @@
-"""Datasets, joint transforms and palettes (the Shapes dataset is chapter 00's)."""
+"""Datasets, joint transforms and palettes.
+
+Shapes (chapter 00) is built in. The readers of the real datasets that
+``data_scripts/`` prepares are :mod:`utils.data.voc`, :mod:`utils.data.pets`,
+:mod:`utils.data.camvid`, :mod:`utils.data.cityscapes` and
+:mod:`utils.data.coco`; :data:`utils.data.registry.DATASETS` names them all for
+``python -m utils.train --data NAME``.
+"""

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data import shapes
-from utils.data.transforms import RandomHorizontalFlip
+from utils.data import camvid, cityscapes, coco, pets, shapes, voc
+from utils.data.transforms import RandomHorizontalFlip, train_transform
 
 IGNORE_INDEX = 255
 
@@ -39,10 +39,70 @@ def _build_shapes(split, root, image_size, length, train):
     return shapes.Shapes(split, length or 1000, config, transform=transform)
 
 
+def _real(make):
+    """A ``build`` for a prepared real dataset: ``make(root, split, transform)``.
+
+    Training samples get a random scale in [0.5, 2], a crop to ``image_size``
+    and a flip; validation samples are whole images (``pad_collate`` pads a
+    batch of different sizes). ``length`` keeps the first samples.
+    """
+
+    def build(split, root, image_size, length, train):
+        transform = train_transform(image_size) if train else None
+        dataset = make(root, split, transform)
+        if length is not None and length < len(dataset):
+            dataset = torch.utils.data.Subset(dataset, range(length))
+        return dataset
+
+    return build
+
+
+def _voc(root, split, transform):
+    if split == "train" and voc.has_train_aug(root):
+        split = "train_aug"
+    return voc.VOCSegmentation(root, split, transform)
+
+
+def _pets(root, split, transform):
+    return pets.OxfordPets(root, "trainval" if split == "train" else "test", transform)
+
+
+def _camvid(root, split, transform):
+    return camvid.CamVid(root, split, transform)
+
+
+def _cityscapes(root, split, transform):
+    return cityscapes.Cityscapes(root, split, transform)
+
+
+def _coco(root, split, transform):
+    return coco.COCO(root, split, "semantic", transform)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec(
         shapes.CLASSES, shapes.PALETTE, _build_shapes, False,
         "built-in synthetic Shapes (no download)",
+    ),
+    "voc": DatasetSpec(
+        voc.CLASSES, voc.PALETTE, _real(_voc), True,
+        "PASCAL VOC 2012 (train_aug when SBD was prepared): data_scripts.voc",
+    ),
+    "pets": DatasetSpec(
+        pets.CLASSES, pets.PALETTE, _real(_pets), True,
+        "Oxford-IIIT Pet trimaps, pet vs background (val = test): data_scripts.pets",
+    ),
+    "camvid": DatasetSpec(
+        camvid.CLASSES, camvid.PALETTE, _real(_camvid), True,
+        "CamVid, 11 classes (SegNet tutorial split): data_scripts.camvid",
+    ),
+    "cityscapes": DatasetSpec(
+        cityscapes.CLASSES, cityscapes.PALETTE, _real(_cityscapes), True,
+        "Cityscapes fine, 19 trainIds (your own zips): data_scripts.cityscapes",
+    ),
+    "coco": DatasetSpec(
+        coco.CLASSES, coco.PALETTE, _real(_coco), True,
+        "COCO 2017 as semantic maps, 80 things + background: data_scripts.coco",
     ),
 }  # fmt: skip
 

@@ -1,6 +1,25 @@
-"""Segmentation metrics (derived in chapter 01)."""
+"""Segmentation metrics (derived in chapter 01): confusion-matrix metrics for
+semantic segmentation, panoptic quality, and COCO mask AP."""
 
-from utils.metrics.confusion import ConfusionMatrix
+from utils.metrics.boundary import boundary_iou, boundary_target
+from utils.metrics.confusion import (
+    ConfusionMatrix,
+    confusion_matrix,
+    metrics_from_matrix,
+    per_image_confusion,
+)
+from utils.metrics.mask_ap import mask_ap, mask_iou
+from utils.metrics.panoptic import PanopticQuality, match_segments
 
-__all__ = ["ConfusionMatrix"]
-from utils.metrics.boundary import boundary_iou, boundary_target  # noqa: F401
+__all__ = [
+    "ConfusionMatrix",
+    "PanopticQuality",
+    "boundary_iou",
+    "boundary_target",
+    "confusion_matrix",
+    "mask_ap",
+    "mask_iou",
+    "match_segments",
+    "metrics_from_matrix",
+    "per_image_confusion",
+]

@@ -7,7 +7,8 @@ and max-pools) and its fully connected layers in ``classifier.0`` (fc6,
 ``classifier.6`` (the 1000 ImageNet classes, not needed for segmentation).
 :func:`load_vgg16_torchvision` copies them into :class:`~utils.models.vgg.VGG16`,
 reshaping fc6 into a 7x7 convolution and fc7 into a 1x1 convolution, as the
-FCN paper does. ``data_scripts/`` downloads and verifies the file.
+FCN paper does. ``python -m data_scripts.weights --root data/weights --only
+vgg16`` downloads the file (``vgg16-397923af.pth``) and checks its hash.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def load_vgg16_torchvision(model: nn.Module, weights) -> None:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(
-                f"no weight file at {path}; prepare the ImageNet VGG16 file "
-                "(torchvision's vgg16-397923af.pth) with data_scripts/"
+                f"no weight file at {path}; download torchvision's ImageNet VGG16 "
+                "with: python -m data_scripts.weights --root data/weights --only vgg16"
             )
         weights = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(weights, dict):

@@ -131,6 +131,7 @@ def evaluate(
 ) -> dict:
     """Confusion-matrix metrics over the whole of ``loader`` (all ranks), plus
     ``loss``, the mean loss per image."""
+    device = torch.device(device)
     model.eval()
     loss_fn = loss_fn or _default_loss(ignore_index)
     matrix = ConfusionMatrix(num_classes, ignore_index, device=device)
@@ -316,8 +317,11 @@ def fit(
             ignore_index=config.ignore_index,
             progress=show,
         )
+        # Every rank evaluates rank 0's weights and BatchNorm statistics: the
+        # model the checkpoint holds, so the reported metrics are that model's.
+        distributed.broadcast_buffers(model)
         metrics = evaluate(
-            net,
+            model,
             val_loader,
             num_classes,
             device,

@@ -1,0 +1,124 @@
+"""data_scripts.extract: safe, all-or-nothing extraction."""
+
+import io
+import os
+import stat
+import tarfile
+import zipfile
+
+import pytest
+
+from data_scripts.extract import ArchiveError, UnsafeArchiveError, extract
+
+
+def make_tar(path, members, mode="w:gz"):
+    """members: (name, bytes) files, or (name, ("sym"|"hard", target)) links."""
+    with tarfile.open(path, mode) as tf:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, tuple):
+                kind, target = content
+                info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+                info.linkname = target
+                tf.addfile(info)
+            else:
+                info.size = len(content)
+                tf.addfile(info, io.BytesIO(content))
+    return path
+
+
+def make_zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members:
+            if isinstance(content, tuple):  # a symlink, as Info-ZIP stores it
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                zf.writestr(info, content[1])
+            else:
+                zf.writestr(name, content)
+    return path
+
+
+GOOD = [("top/a.txt", b"alpha"), ("top/sub/b.txt", b"beta" * 1000),
+        ("top/link", ("sym", "sub/b.txt")), ("top/hard", ("hard", "top/a.txt"))]
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"),
+                                         (".tar.xz", "w:xz"), (".tar", "w")])
+def test_tar_formats(tmp_path, suffix, mode):
+    archive = make_tar(tmp_path / f"a{suffix}", GOOD, mode)
+    out = extract(archive, tmp_path / "out")
+    assert (out / "top/a.txt").read_bytes() == b"alpha"
+    assert (out / "top/sub/b.txt").read_bytes() == b"beta" * 1000
+    assert os.readlink(out / "top/link") == "sub/b.txt"
+    assert (out / "top/hard").read_bytes() == b"alpha"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{suffix}", "out"]
+
+
+def test_zip(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", [("top/a.txt", b"alpha"),
+                                            ("top/l", ("sym", "a.txt"))])
+    out = extract(archive, tmp_path / "out")
+    assert (out / "top/a.txt").read_bytes() == b"alpha"
+    assert (out / "top/l").read_bytes() == b"alpha"
+
+
+def test_existing_destination_is_refused(tmp_path):
+    archive = make_tar(tmp_path / "a.tar.gz", GOOD)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        extract(archive, tmp_path / "out")
+
+
+BAD = {
+    "dotdot": ("top/../../evil.txt", b"x"),
+    "absolute": ("/tmp/evil.txt", b"x"),
+    "symlink_out": ("top/link", ("sym", "../../etc/passwd")),
+    "symlink_abs": ("top/link", ("sym", "/etc/passwd")),
+    "hardlink_out": ("top/hard", ("hard", "../outside.txt")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("fmt", ["tar", "zip"])
+def test_unsafe_members_are_refused_and_nothing_is_left(tmp_path, case, fmt):
+    name, content = BAD[case]
+    if fmt == "zip" and case == "hardlink_out":
+        pytest.skip("zip has no hard links")
+    # a good member first, so a half-done extraction would leave something
+    members = [("top/ok.txt", b"fine"), (name, content)]
+    if fmt == "tar":
+        archive = make_tar(tmp_path / "bad.tar.gz", members)
+    else:
+        archive = make_zip(tmp_path / "bad.zip", members)
+    with pytest.raises(UnsafeArchiveError) as err:
+        extract(archive, tmp_path / "out")
+    assert repr(name) in str(err.value)  # names the member
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_truncated_archive_fails_clearly_and_leaves_nothing(tmp_path, fmt):
+    members = [(f"top/f{i}.bin", os.urandom(20000)) for i in range(5)]
+    good = tmp_path / f"good.{fmt}"
+    (make_tar if fmt == "tar.gz" else make_zip)(good, members)
+    archive = tmp_path / f"cut.{fmt}"
+    archive.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ArchiveError, match="truncated, corrupt") as err:
+        extract(archive, tmp_path / "out")
+    assert "Delete" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name, good.name]
+
+
+def test_corrupt_zip_member_fails_crc(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", [("top/a.txt", b"alpha" * 100)])
+    zipfile.ZipFile(archive).close()
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        offset = zf.infolist()[0].header_offset + 30 + len("top/a.txt")
+    data[offset + 3] ^= 0xFF  # flip bits inside the deflated data
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError):
+        extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]

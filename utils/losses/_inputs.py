@@ -1,0 +1,44 @@
+"""Input checks shared by the losses."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index):
+    """Validate ``logits [B, C, ...]`` against ``target [B, ...]``; return the
+    mask of counted pixels and the target with ignored pixels set to 0 (so that
+    it can index)."""
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer labels, got {target.dtype}")
+    if logits.ndim != target.ndim + 1 or (
+        logits.shape[:1] + logits.shape[2:] != target.shape
+    ):
+        raise ValueError(
+            f"logits must be [B, C, ...] for a target [B, ...]; got logits "
+            f"{list(logits.shape)} and target {list(target.shape)}"
+        )
+    C = logits.shape[1]
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(
+        target, dtype=torch.bool)
+    counted = target[valid]
+    if counted.numel() and (counted.min() < 0 or counted.max() >= C):
+        bad = counted[(counted < 0) | (counted >= C)].unique()[:10].tolist()
+        raise ValueError(
+            f"target has labels {bad}, expected [0, {C}) or ignore_index {ignore_index}"
+        )
+    return valid, torch.where(valid, target, 0).long()
+
+
+def reduce(loss: torch.Tensor, valid: torch.Tensor, reduction: str):
+    """Mean over the counted pixels (0 when none is counted, so that a batch
+    that is all ignore does not give NaN), sum, or the per-pixel map."""
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / valid.sum().clamp(min=1)
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
