@@ -150,6 +150,8 @@ def test_wrong_keys_and_shapes_are_listed():
     assert "classifier.3.weight: expected [512, 512], got [3, 3]" in message
     for k, v in model.state_dict().items():  # nothing copied on error
         torch.testing.assert_close(v, snapshot[k])
+    with pytest.raises(ValueError, match="features.2.bias: expected a tensor"):
+        load_vgg16_torchvision(VGG16(0.125), {**sd, "features.2.bias": [0.0]})
     with pytest.raises(ValueError, match="width=1.0"):
         load_vgg16_torchvision(VGG16(0.125), torchvision_state_dict(0.25))
     with pytest.raises(FileNotFoundError, match="data_scripts"):

@@ -74,7 +74,7 @@ def load_vgg16_torchvision(model: nn.Module, weights) -> None:
 
     mapping = torchvision_key_map()
     ours = backbone.state_dict()
-    missing = sorted(k for k in mapping if k not in weights)
+    missing = [k for k in mapping if k not in weights]  # in the network's order
     unexpected = sorted(k for k in weights if k not in mapping
                         and not k.startswith(_IGNORED_PREFIXES))
     wrong_shape = []
@@ -84,6 +84,10 @@ def load_vgg16_torchvision(model: nn.Module, weights) -> None:
             continue
         value = weights[tv_key]
         want = ours[our_key].shape
+        if not isinstance(value, torch.Tensor):
+            wrong_shape.append(f"{tv_key}: expected a tensor, got "
+                               f"{type(value).__name__}")
+            continue
         # fc6/fc7 hold Linear weights: [out, in] -> [out, C, k, k] with
         # in = C*k*k in the order torch.flatten gives (channel, row, column).
         if value.ndim == 2 and len(want) == 4 and value.numel() == want.numel() \
@@ -96,8 +100,10 @@ def load_vgg16_torchvision(model: nn.Module, weights) -> None:
             )
         converted[our_key] = value
     if missing or unexpected or wrong_shape:
-        header = (f"weights are not torchvision's vgg16 for this backbone "
-                  f"(width={backbone.width}; ImageNet weights need width=1.0):")
+        header = "weights are not torchvision's vgg16 for this backbone"
+        if backbone.width != 1.0:
+            header += f" (width={backbone.width}; ImageNet weights need width=1.0)"
+        header += ":"
         lines = [header]
         if missing:
             lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
