@@ -3,6 +3,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from conftest import ROOT
 from utils.train import load_checkpoint
 from utils.train.cli import build_parser, main
@@ -173,3 +175,21 @@ def test_non_finite_loss_is_a_one_line_error(tmp_path, capsys):
         capsys, ["--out", str(tmp_path), "--lr", "1e30", *TINY], code=1
     )
     assert "training stopped" in line
+
+
+def test_pretrained_errors_are_one_line(tmp_path, capsys):
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, weights)
+    line = one_line_error(capsys, ["--model", "fcn8s", "--out", str(tmp_path / "a"),
+                                   "--pretrained", str(weights), *TINY])
+    assert "ImageNet weights need width=1.0" in line  # TINY is width 0.25
+    full_width = TINY[: TINY.index("--width")] + ["--no-progress"]
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    line = one_line_error(capsys, ["--model", "fcn8s", "--width", "1", "--out",
+                                   str(tmp_path / "b"), "--pretrained",
+                                   str(tmp_path / "junk.pth"), *full_width])
+    assert line.startswith("error: --pretrained")
+    line = one_line_error(capsys, ["--model", "fcn8s", "--width", "1", "--out",
+                                   str(tmp_path / "c"), "--pretrained", str(weights),
+                                   *full_width])
+    assert "missing" in line or "unexpected" in line

@@ -68,7 +68,13 @@ def load_vgg16_torchvision(model: nn.Module, weights) -> None:
                 f"no weight file at {path}; download torchvision's ImageNet VGG16 "
                 "with: python -m data_scripts.weights --root data/weights --only vgg16"
             )
-        weights = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for a damaged file
+            raise ValueError(
+                f"{path} is not a readable torch weight file "
+                f"({type(err).__name__}); download it again"
+            ) from None
     if not isinstance(weights, dict):
         raise TypeError(f"weights must be a path or a state dict, got {type(weights)}")
 

@@ -157,7 +157,14 @@ def run(args) -> list[dict]:
     if args.pretrained is not None:
         if not hasattr(model, "load_pretrained"):
             raise UsageError(f"model {args.model} has no pretrained weights to load")
-        model.load_pretrained(args.pretrained)
+        try:
+            model.load_pretrained(args.pretrained)
+        except (ValueError, TypeError, RuntimeError) as err:
+            # The loader lists every bad key on its own line; keep one line.
+            text = " ".join(line.strip() for line in str(err).splitlines())
+            if len(text) > 300:
+                text = text[:300] + " ..."
+            raise UsageError(f"--pretrained {args.pretrained}: {text}") from None
 
     config = TrainConfig(
         epochs=args.epochs or budget.epochs,
