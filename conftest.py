@@ -9,5 +9,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 os.environ["COURSE_PROFILE"] = "ci"
 os.environ.pop("COURSE_DEVICE", None)
+os.environ["COURSE_ROOT"] = str(ROOT)  # kernels import this checkout's utils
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

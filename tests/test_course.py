@@ -147,3 +147,13 @@ def test_grade_scores_check_cells(tmp_path):
         ("submission-check-2", False),
     ]
     assert results[1][2].startswith("NotImplementedError")
+
+
+def test_grade_a_submission_outside_the_repository(tmp_path):
+    """A teacher grades submissions wherever they are (nbgrader's autograded/
+    folders, an e-mail attachment): the notebook still finds the course."""
+    submission = tmp_path / "student_01.ipynb"
+    submission.write_text((ROOT / "solutions/01_metrics_and_losses.ipynb").read_text())
+    results = grade(submission)
+    assert len(results) >= 4
+    assert all(passed for _, passed, _ in results), results

@@ -15,8 +15,10 @@ from utils.course.notebooks import dumps, with_nbgrader_metadata
 
 
 def _client(nb, path: Path, allow_errors: bool, timeout: int) -> NotebookClient:
-    # The kernel inherits os.environ; the ci profile is what is committed.
+    # The kernel inherits os.environ: the ci profile is what is committed, and
+    # COURSE_ROOT lets a notebook outside the repository find utils/.
     os.environ["COURSE_PROFILE"] = "ci"
+    os.environ["COURSE_ROOT"] = str(Path(__file__).resolve().parents[2])
     return NotebookClient(
         nb,
         timeout=timeout,
