@@ -6,7 +6,6 @@ and the checksums are swapped for the fakes' own SHA-256.
 """
 
 import hashlib
-import importlib.util
 import io
 import json
 import subprocess
@@ -481,8 +480,6 @@ def test_weights_with_the_wrong_hash_are_refused(server, tmp_path, capsys):
 # ------------------------------------------------- the training command line
 
 
-@pytest.mark.skipif(importlib.util.find_spec("utils.train") is None,
-                    reason="utils.train is not merged yet")
 def test_train_command_line_on_the_fake_voc_tree(server, monkeypatch, tmp_path):
     from utils.train.cli import main as train_main
 

@@ -79,12 +79,14 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-@pytest.mark.parametrize("fmt", ["tar", "zip"])
+# zip has no hard links, so that case exists for tar only.
+UNSAFE_CASES = [(fmt, case) for fmt in ("tar", "zip") for case in sorted(BAD)
+                if not (fmt == "zip" and case == "hardlink_out")]
+
+
+@pytest.mark.parametrize("fmt, case", UNSAFE_CASES)
 def test_unsafe_members_are_refused_and_nothing_is_left(tmp_path, case, fmt):
     name, content = BAD[case]
-    if fmt == "zip" and case == "hardlink_out":
-        pytest.skip("zip has no hard links")
     # a good member first, so a half-done extraction would leave something
     members = [("top/ok.txt", b"fine"), (name, content)]
     if fmt == "tar":
