@@ -279,6 +279,7 @@ def _ddp_worker(rank, rendezvous, out):
                       device="cpu", log=quiet)
         if rank == 0:
             torch.save({"history": history, "model": model.state_dict()}, out)
+        torch.distributed.barrier()  # tear down together (gloo aborts otherwise)
     finally:
         torch.distributed.destroy_process_group()
 

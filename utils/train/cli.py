@@ -223,6 +223,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
+        # Rank 0 still writes predictions.png; gloo aborts a process whose
+        # group is torn down while a peer is busy, so all ranks finish together.
+        distributed.barrier()
     except (UsageError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
