@@ -42,3 +42,14 @@ def reduce(loss: torch.Tensor, valid: torch.Tensor, reduction: str):
     if reduction == "mean":
         return loss.sum() / valid.sum().clamp(min=1)
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def per_class(values, like: torch.Tensor, name: str) -> torch.Tensor:
+    """``values`` as a ``[C]`` tensor on ``like``'s device and dtype, where
+    ``C = like.shape[1]`` is the number of classes of the logits ``like``."""
+    values = torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    if values.shape != (like.shape[1],):
+        raise ValueError(
+            f"{name} must be [C] = [{like.shape[1]}], got {list(values.shape)}"
+        )
+    return values

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.losses._inputs import check_inputs, reduce
+from utils.losses._inputs import check_inputs, per_class, reduce
 
 
 def cross_entropy(logits, target, ignore_index: int | None = 255, weight=None,
@@ -28,12 +28,7 @@ def cross_entropy(logits, target, ignore_index: int | None = 255, weight=None,
     nll = -log_p.gather(1, t.unsqueeze(1)).squeeze(1)  # (B, ...)
     w = valid.to(nll.dtype)
     if weight is not None:
-        weight = torch.as_tensor(weight, dtype=nll.dtype, device=nll.device)
-        if weight.shape != (logits.shape[1],):
-            raise ValueError(
-                f"weight must be [C] = [{logits.shape[1]}], got {list(weight.shape)}"
-            )
-        w = w * weight[t]
+        w = w * per_class(weight, log_p, "weight")[t]
     loss = nll * w
     if reduction == "mean":
         return loss.sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)

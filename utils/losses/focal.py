@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.losses._inputs import check_inputs, reduce
+from utils.losses._inputs import check_inputs, per_class, reduce
 
 
 def focal_loss(logits, target, gamma: float = 2.0, alpha=None,
@@ -36,10 +36,5 @@ def focal_loss(logits, target, gamma: float = 2.0, alpha=None,
         one_minus_pt = (-torch.expm1(log_pt)).clamp(min=torch.finfo(loss.dtype).eps)
         loss = loss * one_minus_pt**gamma
     if alpha is not None:
-        alpha = torch.as_tensor(alpha, dtype=loss.dtype, device=loss.device)
-        if alpha.shape != (logits.shape[1],):
-            raise ValueError(
-                f"alpha must be [C] = [{logits.shape[1]}], got {list(alpha.shape)}"
-            )
-        loss = loss * alpha[t]
+        loss = loss * per_class(alpha, log_p, "alpha")[t]
     return reduce(loss * valid, valid, reduction)
