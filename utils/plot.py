@@ -10,9 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from utils.data import IGNORE_INDEX
 from utils.data.formats import colorize
-
-IGNORE_INDEX = 255
 
 
 def to_numpy_image(image) -> np.ndarray:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.data.files import IGNORE_INDEX, SegmentationFiles
+from utils.data import IGNORE_INDEX
+from utils.data.files import SegmentationFiles
 
 CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol",
            "fence", "car", "pedestrian", "bicyclist")  # fmt: skip

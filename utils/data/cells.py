@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.data.shapes import IGNORE_INDEX, Shapes, ShapesSample, fixed_textures
+from utils.data import IGNORE_INDEX
+from utils.data.shapes import Shapes, ShapesSample, fixed_textures
 
 CLASSES = ("background", "cell")
 NUM_CLASSES = len(CLASSES)

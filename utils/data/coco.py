@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data.files import IGNORE_INDEX, read_image
+from utils.data import IGNORE_INDEX
+from utils.data.files import read_image
 from utils.data.formats import (
     polygon_to_mask,
     rgb_to_id,

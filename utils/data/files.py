@@ -15,8 +15,6 @@ import torch
 
 from utils.data.formats import read_label_png
 
-IGNORE_INDEX = 255
-
 
 def read_image(path) -> torch.Tensor:
     """An image file as ``float32 [3, H, W]`` in [0, 1] (grey and CMYK to RGB)."""

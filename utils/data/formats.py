@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from utils.data import IGNORE_INDEX
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

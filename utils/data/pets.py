@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.data.files import IGNORE_INDEX, SegmentationFiles, read_ids
+from utils.data import IGNORE_INDEX
+from utils.data.files import SegmentationFiles, read_ids
 
 CLASSES = ("background", "pet")
 NUM_CLASSES = len(CLASSES)

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data import camvid, cityscapes, coco, pets, shapes, voc
+from utils.data import IGNORE_INDEX, camvid, cityscapes, coco, pets, shapes, voc
 from utils.data.transforms import RandomHorizontalFlip, train_transform
-
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

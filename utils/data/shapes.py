@@ -30,7 +30,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-IGNORE_INDEX = 255
+from utils.data import IGNORE_INDEX
+
 STUFF_CLASSES = ("smooth", "striped", "speckled")
 THING_CLASSES = ("circle", "square", "triangle", "ring", "cross")
 CLASSES = STUFF_CLASSES + THING_CLASSES

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from utils.data import IGNORE_INDEX
+
 INSTANCE_KEYS = ("boxes", "labels", "masks")
 
 
