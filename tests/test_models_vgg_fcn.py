@@ -21,7 +21,7 @@ from utils.models.upsampling import (
 )
 
 # torchvision's vgg16 "features": C = conv 3x3 pad 1 (+ ReLU at the next
-# index), M = max-pool 2x2. Written out independently of utils.models.vgg.
+# index), M = max-pool 2x2. Written out independently of utils.models.backbones.vgg.
 CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
          512, 512, 512, "M", 512, 512, 512, "M"]  # fmt: skip
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils import runtime
+from utils import budgets, runtime
 
 
 def test_profile_from_environment(monkeypatch):
@@ -22,19 +22,19 @@ def test_unset_profile_follows_hardware(monkeypatch):
 
 
 def test_budget_lookup_and_overrides():
-    b = runtime.budget("00_introduction", "ci", epochs=1)
+    b = budgets.budget("00_introduction", "ci", epochs=1)
     assert b.epochs == 1
-    assert b.image_size == runtime.BUDGETS["00_introduction"]["ci"].image_size
+    assert b.image_size == budgets.BUDGETS["00_introduction"]["ci"].image_size
     with pytest.raises(KeyError, match="known chapters"):
-        runtime.budget("99_nothing", "ci")
+        budgets.budget("99_nothing", "ci")
     with pytest.raises(TypeError, match="unknown budget field"):
-        runtime.budget("00_introduction", "ci", epoch=3)
+        budgets.budget("00_introduction", "ci", epoch=3)
     with pytest.raises(ValueError, match="not one of"):
-        runtime.budget("00_introduction", "fast")
+        budgets.budget("00_introduction", "fast")
 
 
 def test_every_budget_has_every_profile():
-    for chapter, entry in runtime.BUDGETS.items():
+    for chapter, entry in budgets.BUDGETS.items():
         assert set(entry) == set(runtime.PROFILES), chapter
 
 

@@ -1,8 +1,8 @@
-"""Profiles, budgets, device choice, seeding and determinism.
+"""Profiles, device choice, seeding and determinism.
 
 A notebook never branches on hardware itself. It calls :func:`setup` once and
-reads its budget (image size, dataset size, epochs, width, batch size) and its
-device from the result.
+reads its budget (:mod:`utils.budgets`: image size, dataset size, epochs,
+width, batch size) and its device from the result.
 
 Profiles (environment variable ``COURSE_PROFILE``):
 
@@ -18,7 +18,6 @@ Unset, the profile is ``gpu`` where CUDA is available and ``cpu`` otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -26,56 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PROFILES = ("ci", "cpu", "gpu")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What one chapter may spend in one profile."""
-
-    image_size: int  # side of the square training images, pixels
-    train_size: int  # images per training epoch
-    val_size: int  # images in the validation set
-    epochs: int  # passes over the training set
-    batch_size: int  # images per optimisation step
-    width: float  # channel multiplier for the chapter's models (1.0 = paper width)
-    lr: float  # peak learning rate for the chapter's optimiser
-
-
-# One entry per chapter (and "train" for the command line's default). Each model
-# chapter adds its own line; a profile missing from an entry is an error.
-BUDGETS: dict[str, dict[str, Budget]] = {
-    "train": {
-        "ci": Budget(64, 64, 16, 2, 16, 0.25, 3e-3),
-        "cpu": Budget(96, 2048, 256, 10, 16, 0.5, 3e-3),
-        "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
-    },
-    "00_introduction": {
-        "ci": Budget(64, 512, 64, 8, 16, 0.5, 5e-3),
-        "cpu": Budget(96, 2048, 256, 10, 16, 0.5, 3e-3),
-        "gpu": Budget(128, 8192, 512, 30, 32, 1.0, 3e-3),
-    },
-    # No training: the chapter scores simulated predictions on val_size images.
-    "01_metrics_and_losses": {
-        "ci": Budget(64, 0, 32, 0, 8, 1.0, 0.0),
-        "cpu": Budget(128, 0, 256, 0, 16, 1.0, 0.0),
-        "gpu": Budget(128, 0, 1024, 0, 32, 1.0, 0.0),
-    },
-    # Chapter 02 trains on windows: train_size images, batch_size windows per
-    # step (the notebook draws a fixed number of windows from each image).
-    "02_patch_classification": {
-        "ci": Budget(48, 64, 8, 3, 64, 0.5, 3e-3),
-        "cpu": Budget(64, 512, 32, 5, 128, 1.0, 2e-3),
-        "gpu": Budget(96, 4096, 128, 10, 256, 1.0, 1e-3),
-    },
-    # Chapter 03 trains FCN-32s, -16s and -8s, each with this budget. Plain
-    # VGG16 (no normalisation) from scratch wants small batches and warm-up.
-    "03_fcn": {
-        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
-        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
-        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
-    },
-}
+from utils.budgets import PROFILES, Budget, budget
 
 
 def profile() -> str:
@@ -88,28 +38,6 @@ def profile() -> str:
             f"COURSE_PROFILE={value!r} is not a profile; expected one of {PROFILES}"
         )
     return value
-
-
-def budget(chapter: str, profile_name: str | None = None, **overrides) -> Budget:
-    """The budget of ``chapter`` in ``profile_name`` (default: the active profile).
-
-    Keyword arguments replace single fields, e.g. ``budget("train", epochs=1)``;
-    a misspelled field name is an error rather than silently ignored.
-    """
-    name = profile_name if profile_name is not None else profile()
-    if name not in PROFILES:
-        raise ValueError(f"profile {name!r} is not one of {PROFILES}")
-    if chapter not in BUDGETS:
-        raise KeyError(
-            f"no budget for chapter {chapter!r}; known chapters: {sorted(BUDGETS)}"
-        )
-    fields = {f.name for f in dataclasses.fields(Budget)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise TypeError(
-            f"unknown budget field(s) {sorted(unknown)}; fields are {sorted(fields)}"
-        )
-    return dataclasses.replace(BUDGETS[chapter][name], **overrides)
 
 
 def device(profile_name: str | None = None) -> torch.device:

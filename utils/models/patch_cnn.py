@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.models.vgg import scaled
+from utils.models.backbones.vgg import scaled
 
 PATCH_SIZE = 27  # side of the window whose centre pixel is classified
 STRIDE = 4  # the two 2x2 max-pools: windows the conv form scores are 4 px apart

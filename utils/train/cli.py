@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib
 
-from utils import runtime
+from utils import budgets, runtime
 from utils.data.registry import DATASETS, build_dataset, pad_collate
 from utils.models import MODELS, build_model
 from utils.train import distributed
@@ -126,7 +126,7 @@ def run(args) -> list[dict]:
             f"python -m data_scripts.{args.data} --root DIR)"
         )
     profile = args.profile or runtime.profile()
-    budget = runtime.budget("train", profile)
+    budget = budgets.budget("train", profile)
     width = args.width or budget.width
     image_size = args.image_size or budget.image_size
     meta = {"model": args.model, "data": args.data, "width": width}

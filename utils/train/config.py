@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from utils.runtime import Budget
+from utils.budgets import Budget
 
 
 @dataclass
