@@ -1,9 +1,143 @@
-"""Helpers shared by the chapters' check modules."""
+"""What every chapter's checks share: one short message, tiered hints, the
+learner's own code called safely, and the reference refused as an answer.
+
+A chapter's check module (``utils.checks.chNN``) writes each check as::
+
+    @exercise(forbid=[upsampling.bilinear_kernel],
+              hints=["a nudge that names the idea",
+                     "a more specific one, still not the code"])
+    def check_bilinear_kernel(bilinear_kernel):
+        for k in (1, 2, 3, 4, 7, 16):
+            got = learner(bilinear_kernel, k, what=f"bilinear_kernel({k})")
+            assert_close(got, upsampling.bilinear_kernel(k), f"bilinear_kernel({k})")
+        ok("bilinear_kernel matches the reference for k = 1, ..., 16")
+
+and gets, without writing it again:
+
+- **one short message.** Every failure is a :class:`CheckFailed` (an
+  ``AssertionError``, so nbgrader and ``utils.course grade`` count it as a
+  failed check) whose text is what was expected, what came and a hint.
+  Jupyter shows that text alone, no traceback through ``utils`` (IPython
+  renders an exception that defines ``_render_traceback_`` as that method
+  returns). An error *inside the learner's code* names its type, message and
+  the line of the learner's cell it came from.
+- **tiered hints.** The first failure shows the first hint; each further
+  failure of the same check in the same kernel shows one hint more. A check may
+  name a *diagnosis* instead (``fail(..., hint=...)`` or ``diagnose=``) when it
+  recognises a particular mistake, which is more useful than any fixed hint.
+- **the reference refused.** While the learner's code runs (:func:`learner`),
+  entering any function in ``forbid`` (the canonical copy the check compares
+  with, or a builtin the exercise asks to write by hand) fails the check with
+  "uses the reference": also through an alias, a subclass or a thin wrapper,
+  since what is watched is the code being run, not a name.
+- **not done yet.** ``NotImplementedError`` (the student notebook's stub)
+  gives "not done yet" and the first hint.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
+import linecache
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import torch
+
+_COURSE = Path(__file__).resolve().parents[1]  # the utils/ package
+_FAILURES: Counter = Counter()  # failed runs of each check in this kernel
+
+
+class CheckFailed(AssertionError):
+    """A failed check: one short message, shown without a traceback."""
+
+    def _render_traceback_(self):  # IPython shows these lines instead of a traceback
+        return [f"\x1b[0;31mCheck failed\x1b[0m: {line}" if k == 0 else line
+                for k, line in enumerate(str(self).splitlines())]
+
+
+class _UsesReference(BaseException):
+    """Raised by the profile hook inside the learner's code; a BaseException so
+    that a learner's ``except Exception`` does not swallow it."""
+
+
+@dataclass
+class _Exercise:
+    name: str
+    forbid: tuple  # functions, classes and builtins the learner may not call
+    hints: tuple[str, ...]
+    codes: set = field(default_factory=set)  # code objects of ``forbid``
+    builtins: set = field(default_factory=set)  # C functions of ``forbid``
+
+
+_CURRENT: contextvars.ContextVar[_Exercise | None] = contextvars.ContextVar(
+    "exercise", default=None)
+
+
+def _collect(forbid) -> tuple[set, set]:
+    """Code objects and builtin functions of the objects in ``forbid``."""
+    codes, builtins = set(), set()
+    for obj in forbid:
+        if inspect.isclass(obj):
+            for value in vars(obj).values():
+                value = getattr(value, "__func__", value)  # static/class methods
+                if inspect.isfunction(value):
+                    codes.add(value.__code__)
+        elif inspect.isfunction(obj) or inspect.ismethod(obj):
+            codes.add(getattr(obj, "__func__", obj).__code__)
+        elif callable(obj):
+            builtins.add(obj)
+        else:
+            raise TypeError(f"cannot forbid {obj!r}: not a function or a class")
+    return codes, builtins
+
+
+def exercise(*, forbid=(), hints=()):
+    """Decorator for a check function: see the module docstring."""
+    hints = tuple(hints)
+    if not hints:
+        raise ValueError("an exercise's check needs at least one hint")
+
+    def wrap(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            codes, builtins = _collect(forbid)
+            ex = _Exercise(check.__name__, tuple(forbid), hints, codes, builtins)
+            token = _CURRENT.set(ex)
+            try:
+                return check(*args, **kwargs)
+            except CheckFailed as err:
+                raise _with_hints(ex, str(err)) from None
+            except AssertionError as err:
+                raise _with_hints(ex, str(err) or f"{ex.name} failed") from None
+            except Exception as err:  # the learner's result broke the comparison
+                raise _with_hints(ex, f"{ex.name} could not check your answer: "
+                                      f"{_one_line(err)}") from None
+            finally:
+                _CURRENT.reset(token)
+
+        run.forbid = tuple(forbid)
+        run.hints = hints
+        return run
+
+    return wrap
+
+
+def _with_hints(ex: _Exercise, message: str) -> CheckFailed:
+    """The failure with its hint: a diagnosis given by the check, else the hints
+    of the tiers reached so far (one more per failed run of this check)."""
+    _FAILURES[ex.name] += 1
+    if "\n  hint: " in message:  # the check diagnosed the mistake itself
+        return CheckFailed(message)
+    shown = ex.hints[: _FAILURES[ex.name]]
+    lines = [message] + [f"  hint: {h}" for h in shown]
+    if len(shown) < len(ex.hints):
+        lines.append("  (run the check again for a further hint)")
+    return CheckFailed("\n".join(lines))
 
 
 def ok(message: str) -> None:
@@ -11,21 +145,110 @@ def ok(message: str) -> None:
     print(f"✓ {message}")
 
 
-def fail(what: str, expected, got, hint: str):
-    raise AssertionError(
-        f"{what}\n  expected: {expected}\n  got:      {got}\n  hint: {hint}"
-    )
+def fail(what: str, expected=None, got=None, hint: str | None = None):
+    """Fail the check: ``what`` went wrong, with expected and got if given, and
+    ``hint`` as a diagnosis of this particular mistake (else the tiered hints)."""
+    lines = [what]
+    if expected is not None or got is not None:
+        lines += [f"  expected: {_short(expected)}", f"  got:      {_short(got)}"]
+    if hint:
+        lines.append(f"  hint: {hint}")
+    raise CheckFailed("\n".join(lines))
 
 
-def call(fn, *args, what: str, hint: str):
-    """Call the learner's function; turn 'not written yet' into a clear failure."""
+def learner(fn, *args, what: str, diagnose=None, **kwargs):
+    """Call the learner's ``fn(*args, **kwargs)`` and return its result.
+
+    - ``NotImplementedError``: "not done yet";
+    - entering a function the enclosing :func:`exercise` forbids: "uses the
+      reference";
+    - any other exception: its type and message and the line of the learner's
+      code it came from; ``diagnose(err)`` may return a hint for it.
+    """
+    ex = _CURRENT.get()
+    hook = _reference_hook(ex) if ex is not None and (ex.codes or ex.builtins) \
+        else None
+    previous = sys.getprofile()
     try:
-        return fn(*args)
+        if hook is not None:
+            sys.setprofile(hook)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if hook is not None:
+                sys.setprofile(previous)
+    except _UsesReference as err:
+        fail(f"{what}: your code calls {err.args[0]}, the reference this exercise "
+             "compares with. Write it yourself; the reference is what it is "
+             "checked against", hint="use the building blocks the exercise "
+             "names (torch and the course's given code), not the answer")
     except NotImplementedError:
-        raise AssertionError(
-            f"{what}: the exercise is not done yet (it still raises "
-            f"NotImplementedError)\n  hint: {hint}"
-        ) from None
+        fail(f"{what}: the exercise is not done yet (it still raises "
+             "NotImplementedError)")
+    except CheckFailed:
+        raise
+    except Exception as err:
+        hint = diagnose(err) if diagnose is not None else None
+        fail(f"{what} raised {_one_line(err)}{_where(err)}", hint=hint)
+
+
+def _reference_hook(ex: _Exercise):
+    codes, builtins = ex.codes, ex.builtins
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            raise _UsesReference(_qualname(frame.f_code))
+        if event == "c_call" and arg in builtins:
+            raise _UsesReference(getattr(arg, "__qualname__", repr(arg)))
+
+    return hook
+
+
+def _qualname(code) -> str:
+    module = _module_of(code.co_filename)
+    name = getattr(code, "co_qualname", code.co_name)  # co_qualname: Python 3.11+
+    return f"{module}.{name}" if module else name
+
+
+def _module_of(filename: str) -> str:
+    try:
+        rel = Path(filename).resolve().relative_to(_COURSE.parent)
+    except ValueError:
+        return ""
+    return ".".join(rel.with_suffix("").parts)
+
+
+def _where(err: BaseException) -> str:
+    """", in your code, line N: <source>" for the innermost frame of the
+    traceback that is the learner's (not the course's, not a library's)."""
+    tb, found = err.__traceback__, None
+    library = (str(_COURSE), sys.prefix, sys.base_prefix)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith(library) and not filename.startswith("<frozen"):
+            found = tb
+        tb = tb.tb_next
+    if found is None:
+        return ""
+    line = linecache.getline(found.tb_frame.f_code.co_filename,
+                             found.tb_lineno).strip()
+    return f"\n  in your code, line {found.tb_lineno}: {line}" if line else ""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    message = text[0] if text else ""
+    if len(message) > 200:
+        message = message[:200] + " ..."
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def _short(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value) if not isinstance(value, str) else value
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:160] + " ..."
 
 
 def to_numpy(x) -> np.ndarray:
@@ -34,37 +257,71 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def assert_equal(got, expected, what: str, hint: str) -> None:
-    """Exact equality of arrays or tensors, shape and dtype kind included."""
-    g, e = to_numpy(got), to_numpy(expected)
+def _as_array(got, expected, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both as arrays, failing with a diagnosis for the common mistakes."""
+    if got is None:
+        fail(f"{what}: your code returned None", "a tensor" if isinstance(
+            expected, torch.Tensor) else "an array", None,
+            hint="did you forget the return statement?")
+    want_tensor = isinstance(expected, torch.Tensor)
+    if want_tensor and not isinstance(got, torch.Tensor):
+        fail(f"{what}: wrong type", "a torch.Tensor", type(got).__name__,
+             hint="build the result with torch operations (torch.as_tensor "
+                  "converts an array)")
+    try:
+        g = to_numpy(got)
+    except (TypeError, ValueError, RuntimeError):
+        fail(f"{what}: wrong type", type(expected).__name__, type(got).__name__)
+    e = to_numpy(expected)
     if g.shape != e.shape:
-        fail(f"{what}: wrong shape", list(e.shape), list(g.shape), hint)
+        hint = None
+        if g.size == e.size:
+            hint = "the right number of values in the wrong shape: check the " \
+                   "order of your reshape/permute"
+        elif g.shape == e.shape[1:] or g.shape[1:] == e.shape:
+            hint = "a batch dimension is missing or extra"
+        fail(f"{what}: wrong shape", list(e.shape), list(g.shape), hint=hint)
+    return g, e
+
+
+def assert_equal(got, expected, what: str, hint: str | None = None) -> None:
+    """Exact equality of arrays or tensors, shape and dtype kind included
+    (for tensors the exact dtype: ``int64`` labels are not ``uint8`` ones)."""
+    g, e = _as_array(got, expected, what)
+    if isinstance(expected, torch.Tensor) and got.dtype != expected.dtype:
+        fail(f"{what}: wrong dtype", expected.dtype, got.dtype, hint)
     if g.dtype.kind != e.dtype.kind and not (
         g.dtype.kind in "iu" and e.dtype.kind in "iu"
     ):
         fail(f"{what}: wrong dtype", e.dtype, g.dtype, hint)
     if not np.array_equal(g, e):
         where = np.argwhere(g != e)[0].tolist()
-        fail(
-            f"{what}: values differ (first at index {where})",
-            e[tuple(where)],
-            g[tuple(where)],
-            hint,
-        )
+        count = int((g != e).sum())
+        fail(f"{what}: {count} of {e.size} values differ (first at index {where})",
+             e[tuple(where)], g[tuple(where)], hint)
 
 
-def assert_close(got, expected, what: str, hint: str, atol=1e-6, rtol=1e-5) -> None:
+def assert_close(got, expected, what: str, hint: str | None = None, atol=1e-6,
+                 rtol=1e-5) -> None:
     """Closeness of arrays or tensors (NaN equals NaN)."""
-    g, e = to_numpy(got).astype(np.float64), to_numpy(expected).astype(np.float64)
-    if g.shape != e.shape:
-        fail(f"{what}: wrong shape", list(e.shape), list(g.shape), hint)
+    g, e = _as_array(got, expected, what)
+    g, e = g.astype(np.float64), e.astype(np.float64)
     close = np.isclose(g, e, atol=atol, rtol=rtol, equal_nan=True)
     if not close.all():
         where = np.argwhere(~close)[0].tolist()
         fail(
-            f"{what}: values differ (first at index {where}, max abs difference "
-            f"{np.nanmax(np.abs(g - e)):.3g})",
+            f"{what}: {int((~close).sum())} of {e.size} values differ (first at "
+            f"index {where}, max abs difference {np.nanmax(np.abs(g - e)):.3g})",
             e[tuple(where)],
             g[tuple(where)],
             hint,
         )
+
+
+def call(fn, *args, what: str, hint: str):
+    """Transitional: the checks of chapters 00-03 until they use :func:`exercise`
+    and :func:`learner` (issue 10 removes it)."""
+    try:
+        return learner(fn, *args, what=what)
+    except CheckFailed as err:
+        raise CheckFailed(f"{err}\n  hint: {hint}") from None

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from utils.models.backbones.vgg import VGG16
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
 from utils.models.tiny_fcn import TinyFCN
 from utils.models.weights import load_vgg16_torchvision
-from utils.models.backbones.vgg import VGG16
 
 MODELS = {
     "tiny_fcn": TinyFCN,  # chapter 00

@@ -18,8 +18,8 @@ interpolation. The skip features are multiplied by ``pool4_scale`` and
 0.0001 (:data:`PAPER_POOL4_SCALE`, :data:`PAPER_POOL3_SCALE`).
 
 Deviations from the paper: "same" padding instead of padding conv1_1 by 100
-(see :mod:`utils.models.backbones.vgg`), so every map stays aligned with the input's top
-left corner and each crop keeps the first rows and columns (offset 0) instead
+(see :mod:`utils.models.backbones.vgg`), so every map stays aligned with the
+input's top left corner and each crop keeps the first rows and columns (offset 0) instead
 of the paper's offsets 5 and 9 (skips) and 19, 27 or 31 (output); skip scales
 default to 1, not 0.01 and 0.0001: those compensate for Caffe's 0..255 inputs,
 about 60x larger than normalised ones, and under Adam, whose steps do not grow
@@ -31,9 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from utils.models.weights import load_vgg16_torchvision
-from utils.models.upsampling import bilinear_upsampling
 from utils.models.backbones.vgg import VGG16
+from utils.models.upsampling import bilinear_upsampling
+from utils.models.weights import load_vgg16_torchvision
 
 # The statistics torchvision's ImageNet weights were trained with; images in
 # [0, 1] are normalised with them before the backbone.
