@@ -126,7 +126,8 @@ def hand_count(model, x):
             total += 2 * output.numel() * module.in_channels // module.groups * kh * kw
         elif isinstance(module, nn.ConvTranspose2d):
             kh, kw = module.kernel_size
-            total += 2 * args[0].numel() * module.out_channels // module.groups * kh * kw
+            per_input = module.out_channels // module.groups * kh * kw
+            total += 2 * args[0].numel() * per_input
         elif isinstance(module, nn.Linear):
             total += 2 * output.numel() * module.in_features
 
