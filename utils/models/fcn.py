@@ -19,11 +19,12 @@ interpolation. The skip features are multiplied by ``pool4_scale`` and
 
 Deviations from the paper: "same" padding instead of padding conv1_1 by 100
 (see :mod:`utils.models.backbones.vgg`), so every map stays aligned with the
-input's top left corner and each crop keeps the first rows and columns
-(offset 0) instead of the paper's offsets 5 and 9 (skips) and 19, 27 or 31 (output); skip scales
-default to 1, not 0.01 and 0.0001: those compensate for Caffe's 0..255 inputs,
-about 60x larger than normalised ones, and under Adam, whose steps do not grow
-with the gradient, they would slow the skips' learning by the same factor.
+input's top left corner and each crop keeps the first rows and columns (offset
+0) instead of the paper's offsets 5 and 9 (skips) and 19, 27 or 31 (output);
+skip scales default to 1, not 0.01 and 0.0001: those compensate for Caffe's
+0..255 inputs, about 60x larger than normalised ones, and under Adam, whose
+steps do not grow with the gradient, they would slow the skips' learning by the
+same factor.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """ImageNet VGG16 weights from a file in torchvision's format (chapter 03).
 
 torchvision's ``vgg16`` keeps its thirteen convolutions in ``features.N`` (N =
-0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28; the other indices are ReLUs
-and max-pools) and its fully connected layers in ``classifier.0`` (fc6,
-``[4096, 25088]``), ``classifier.3`` (fc7, ``[4096, 4096]``) and
-``classifier.6`` (the 1000 ImageNet classes, not needed for segmentation).
+0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28; the other indices are ReLUs and
+max-pools) and its fully connected layers in ``classifier.0`` (fc6, ``[4096,
+25088]``), ``classifier.3`` (fc7, ``[4096, 4096]``) and ``classifier.6`` (the
+1000 ImageNet classes, not needed for segmentation).
 :func:`load_vgg16_torchvision` copies them into
 :class:`~utils.models.backbones.vgg.VGG16`, reshaping fc6 into a 7x7
-convolution and fc7 into a 1x1 convolution, as the FCN paper does. ``python -m data_scripts.weights --root data/weights --only
-vgg16`` downloads the file (``vgg16-397923af.pth``) and checks its hash.
+convolution and fc7 into a 1x1 convolution, as the FCN paper does. ``python -m
+data_scripts.weights --root data/weights --only vgg16`` downloads the file
+(``vgg16-397923af.pth``) and checks its hash.
 """
 
 from __future__ import annotations
