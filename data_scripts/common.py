@@ -100,7 +100,10 @@ def make_root(args) -> Path:
     """Create ``--root`` and check that it can be written to."""
     root = args.root
     root.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(root)) from None
     os.close(fd)
     os.unlink(probe)
     return root
@@ -275,18 +278,16 @@ def already_prepared(args, **options) -> bool:
             return any(rel == r or rel.startswith(r + "/") for r in refetch)
 
         rel, why = damaged[0]
+        changed = (f"{len(damaged):,} prepared file{'s' * (len(damaged) > 1)} "
+                   f"changed since {MANIFEST} was written, e.g. {rel} ({why})")
         stuck = sorted({r.split("/")[0] for r, _ in damaged if not refetchable(r)})
         if stuck:
             folders = " and ".join(str(root / s) for s in stuck)
-            raise DamagedError(
-                f"{len(damaged):,} prepared files changed since {root / MANIFEST} "
-                f"was written, e.g. {rel} ({why}). Delete {folders} and run the "
-                "command again to prepare it afresh."
-            )
+            raise DamagedError(f"{changed}. Delete {folders} and run the command "
+                               "again to prepare it afresh.")
         for r, _ in damaged:
             (root / r).unlink(missing_ok=True)
-        print(f"{len(damaged):,} prepared files changed since {MANIFEST} was written, "
-              f"e.g. {rel} ({why}): downloading them again")
+        print(f"{changed}: downloading again what changed")
         return False
     print(f"{root / MANIFEST} exists and every file is unchanged: nothing to do")
     report(manifest)

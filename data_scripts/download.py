@@ -232,14 +232,15 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float,
             mode = "ab"
         else:  # a fresh start, a changed file, or a server that ignores Range
             total, have, mode = length, 0, "wb"
-            _meta_path(part).write_text(json.dumps({"url": url, "total": total,
-                                                    **validators}))
         if total is not None:
             if max_bytes is not None and total > max_bytes:
                 _discard(part)
                 raise DownloadError(f"{url} is {size_text(total)}, more than the "
                                     f"{size_text(max_bytes)} such a file can be")
             require_space(total - have, part.parent, f"downloading {url}")
+        if mode == "wb":  # what a later resume must find unchanged
+            _meta_path(part).write_text(json.dumps({"url": url, "total": total,
+                                                    **validators}))
         with open(part, mode) as f, tqdm(
             total=total, initial=have, unit="B", unit_scale=True,
             desc=part.name[: -len(".part")], disable=not progress,

@@ -222,14 +222,15 @@ class _Tree:
         self.declared = 0  # bytes the members so far declare
         self.count = 0  # members so far
 
-    def reserve(self, nbytes: int, nfiles: int) -> None:
-        """Account for members about to be written; refuse what cannot fit."""
+    def reserve(self, nbytes: int, nfiles: int, everything: bool = False) -> None:
+        """Account for members about to be written (``everything``: all of
+        them at once); refuse what cannot fit."""
         self.declared += nbytes
         self.count += nfiles
         if self.declared > self.free - RESERVE:
             raise DiskFullError(
                 f"{self.archive.name} declares {size_text(self.declared)} of "
-                f"members{' so far' if nfiles == 1 else ''}, but only "
+                f"members{'' if everything else ' so far'}, but only "
                 f"{size_text(self.free)} are free on the disk of {self.path.parent} "
                 f"(keeping {size_text(RESERVE)} spare); nothing was extracted. Free "
                 "some space or choose a --root on a larger disk (an archive that "
@@ -463,7 +464,7 @@ def _extract_zip(archive: Path, tree: _Tree) -> None:
                 )
             plan.append((info, parts, folder, label))
         tree.reserve(sum(i.file_size for i, _, folder, _ in plan if not folder),
-                     len(plan))
+                     len(plan), everything=True)
         for info, parts, folder, label in plan:
             if folder:
                 tree.mkdir(parts)

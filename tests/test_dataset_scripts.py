@@ -529,7 +529,7 @@ def test_a_bad_archive_fails_clearly_and_prepares_nothing(server, monkeypatch,
     err = capsys.readouterr().err
     assert code == 1
     assert {"truncated": "truncated, corrupt", "dotdot": "contains '..'",
-            "absolute": "absolute path", "symlink": "is a symbolic link"}[problem] in err
+            "absolute": "absolute path", "symlink": "symbolic link"}[problem] in err
     assert sorted(p.name for p in root.iterdir()) == ["downloads"]
     assert [p.name for p in (root / "downloads").iterdir()] == ["master.zip"]
 
