@@ -88,8 +88,13 @@ def fetch_images(images, split: str, dest: Path, args) -> None:
     whole at the size its annotation gives, before it is kept."""
     for k, im in enumerate(images):
         path = dest / im["file_name"]
-        if path.exists():
-            continue
+        if path.exists():  # from an earlier run, maybe one that checked less
+            try:
+                check_image(path, im["width"], im["height"])
+                continue
+            except (ValueError, OSError) as err:
+                print(f"{path} is damaged ({err}): downloading it again")
+                path.unlink()
         url = apply_mirror(sources.COCO_IMAGE_URL.format(
             split=f"{split}2017", file_name=urllib.parse.quote(im["file_name"])),
             args.mirror)

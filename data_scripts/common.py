@@ -30,7 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data_scripts import sources
-from data_scripts.disk import DiskFullError, disk_full, is_disk_full, size_text
+from data_scripts.disk import (
+    DiskFullError,
+    disk_full,
+    is_disk_full,
+    remove_leftovers,
+    size_text,
+)
 from data_scripts.download import DownloadError, apply_mirror, download, file_digest
 from data_scripts.extract import ArchiveError, extract
 
@@ -100,6 +106,7 @@ def make_root(args) -> Path:
     """Create ``--root`` and check that it can be written to."""
     root = args.root
     root.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(root, ".write-test.*")
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=root)
     except OSError as err:

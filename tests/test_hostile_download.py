@@ -201,3 +201,22 @@ def test_a_later_run_notices_a_changed_image_and_downloads_it_again(
     assert path.read_bytes() == image
     code, out, err = subset(root, base, capsys)
     assert code == 0 and "nothing to do" in out
+
+
+def test_a_truncated_image_accepted_by_an_older_version_is_replaced(
+        server, monkeypatch, tmp_path, capsys):
+    base, state = server
+    image = coco_server(monkeypatch, state)
+    root = tmp_path / "coco"
+    assert subset(root, base, capsys)[0] == 0
+    # what the older scripts left: a truncated JPEG and no checksums
+    path = root / "val2017_subset" / "000000000001.jpg"
+    path.write_bytes(image[: len(image) * 6 // 10])
+    (root / "prepared.sha256").unlink()
+    manifest = json.loads((root / "prepared.json").read_text())
+    del manifest["checksums"]
+    (root / "prepared.json").write_text(json.dumps(manifest))
+    code, out, err = subset(root, base, capsys)
+    assert code == 0, err
+    assert "preparing again" in out and "000000000001.jpg is damaged" in out
+    assert path.read_bytes() == image
