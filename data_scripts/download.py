@@ -120,10 +120,12 @@ def download(url: str, dest, sha256: str | None = None, *,
         except _Interrupted as err:
             attempt += 1
             if attempt > retries:
+                kept = (f"The partial file {part} is kept: run the same command "
+                        "again to resume" if part.exists() else
+                        "Run the same command again later")
                 raise DownloadError(
                     f"downloading {url} failed after {retries} retries: {err}. "
-                    f"The partial file {part} is kept: run the same command again "
-                    "to resume, or point --mirror at another host."
+                    f"{kept}, or point --mirror at another host."
                 ) from None
             time.sleep(retry_wait * attempt)
     if checksum is not None:

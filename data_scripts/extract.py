@@ -131,7 +131,10 @@ def extract(archive, dest, keep: str | None = None, check=None) -> Path:
             raise
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error,
                 lzma.LZMAError, OSError) as err:
-            raise _explain(err, archive, dest) from err
+            explained = _explain(err, archive, dest)
+            if explained is err:
+                raise
+            raise explained from err
         found = tmp if keep is None else next(iter(sorted(tmp.glob(keep))), None)
         if found is None or not found.is_dir():
             raise corrupt(archive, f"it has no folder {keep}/; is it the right file?")
