@@ -11,9 +11,12 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import signal
 import stat
 import struct
+import subprocess
 import tarfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -180,3 +183,30 @@ def declared_size_tar(size: int) -> bytes:
     info.size = size
     header = info.tobuf(tarfile.GNU_FORMAT)
     return gzip.compress(header + b"\0" * 1024)
+
+
+def kill_mid_way(argv, ready, cwd, timeout: float = 120.0) -> Path:
+    """Start ``argv``, freeze it (SIGSTOP) as soon as ``ready()`` returns a path,
+    then SIGKILL it; return that path. ``ready`` looks at the disk, so the kill
+    lands in the middle of the work, however fast or slow the machine is."""
+    child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    found = None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and child.poll() is None:
+            found = ready()
+            if found is not None:
+                child.send_signal(signal.SIGSTOP)
+                break
+            time.sleep(0.002)
+        assert found is not None, child.communicate()[1]
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    return found

@@ -9,10 +9,8 @@ half-written is left under it.
 import errno
 import os
 import resource
-import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -272,30 +270,15 @@ def test_a_script_killed_while_extracting_is_cleaned_up_by_the_next_run(camvid):
     publish(camvid.monkeypatch, camvid.state, {"camvid": camvid_zip(bulk)})
     # the real sources table: no checksum for CamVid, so the child takes it
     camvid.monkeypatch.setitem(sources.SOURCES, "camvid", REAL_CAMVID)
-    child = subprocess.Popen(
+
+    def partial_folder():
+        found = list(camvid.root.glob(".CamVid.extracting.*.partial/*/CamVid/extra/d1"))
+        return found[0].parents[3] if found else None
+
+    partial = h.kill_mid_way(
         [sys.executable, "-m", "data_scripts.camvid", "--root", str(camvid.root),
-         "--mirror", camvid.base, "--no-progress"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    partial = None
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and child.poll() is None:
-            found = list(camvid.root.glob(".CamVid.extracting.*.partial/*/CamVid/"
-                                          "extra/d1"))
-            if found:
-                child.send_signal(signal.SIGSTOP)  # mid-extraction, then the kill
-                partial = found[0].parents[3]
-                break
-            time.sleep(0.002)
-        assert partial is not None, child.communicate()[1]
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL and partial.is_dir()
+         "--mirror", camvid.base, "--no-progress"], partial_folder, ROOT)
+    assert partial.is_dir()
     code, out, err = camvid.run()  # the next run
     assert code == 0, err
     said = [line for line in out.splitlines() if "interrupted earlier run" in line]

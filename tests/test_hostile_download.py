@@ -183,15 +183,21 @@ def test_a_file_name_that_is_a_path_is_refused(server, monkeypatch, tmp_path,
     assert not [p for p, _ in state.requests if p.endswith(".jpg")]
 
 
-def test_a_later_run_notices_a_changed_image_and_downloads_it_again(
-        server, monkeypatch, tmp_path, capsys):
+@pytest.fixture
+def prepared(server, monkeypatch, tmp_path, capsys):
+    """A ``--subset 1`` COCO root, prepared: (root, base, image, path)."""
     base, state = server
     image = coco_server(monkeypatch, state)
     root = tmp_path / "coco"
     assert subset(root, base, capsys)[0] == 0
+    return root, base, image, root / "val2017_subset" / "000000000001.jpg"
+
+
+def test_a_later_run_notices_a_changed_image_and_downloads_it_again(prepared,
+                                                                    capsys):
+    root, base, image, path = prepared
     sums = (root / "prepared.sha256").read_text()
     assert "  val2017_subset/000000000001.jpg\n" in sums
-    path = root / "val2017_subset" / "000000000001.jpg"
     damaged = bytearray(image)
     damaged[len(damaged) // 2] ^= 0x10  # same size, one bit
     path.write_bytes(bytes(damaged))
@@ -203,14 +209,10 @@ def test_a_later_run_notices_a_changed_image_and_downloads_it_again(
     assert code == 0 and "nothing to do" in out
 
 
-def test_a_truncated_image_accepted_by_an_older_version_is_replaced(
-        server, monkeypatch, tmp_path, capsys):
-    base, state = server
-    image = coco_server(monkeypatch, state)
-    root = tmp_path / "coco"
-    assert subset(root, base, capsys)[0] == 0
+def test_a_truncated_image_accepted_by_an_older_version_is_replaced(prepared,
+                                                                    capsys):
+    root, base, image, path = prepared
     # what the older scripts left: a truncated JPEG and no checksums
-    path = root / "val2017_subset" / "000000000001.jpg"
     path.write_bytes(image[: len(image) * 6 // 10])
     (root / "prepared.sha256").unlink()
     manifest = json.loads((root / "prepared.json").read_text())

@@ -12,11 +12,8 @@ import gzip
 import io
 import lzma
 import os
-import signal
-import subprocess
 import sys
 import tarfile
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -362,28 +359,14 @@ def test_a_killed_extraction_is_cleaned_up_by_the_next_run(box, capsys):
     archive = box.archive("big.zip", h.zip_bytes(members))
     code = ("import sys; from data_scripts.extract import extract; "
             "extract(sys.argv[1], sys.argv[2])")
-    child = subprocess.Popen([sys.executable, "-c", code, str(archive), str(box.dest)],
-                             cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        partial = None
-        while time.monotonic() < deadline and child.poll() is None:
-            found = list((box.tmp / "work").glob(".out.extracting.*.partial/top/d1"))
-            if found:
-                partial = found[0].parents[1]
-                child.send_signal(signal.SIGSTOP)  # mid-extraction, then the kill
-                break
-            time.sleep(0.002)
-        assert partial is not None, child.communicate()[1]
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL and partial.is_dir()
+
+    def partial_folder():
+        found = list((box.tmp / "work").glob(".out.extracting.*.partial/top/d1"))
+        return found[0].parents[1] if found else None
+
+    partial = h.kill_mid_way([sys.executable, "-c", code, str(archive),
+                              str(box.dest)], partial_folder, ROOT)
+    assert partial.is_dir()
     assert not box.dest.exists()
     out = extract.extract(archive, box.dest)  # the next run
     said = capsys.readouterr().out.splitlines()
