@@ -252,7 +252,8 @@ def test_camvid_end_to_end(server, monkeypatch, tmp_path):
     assert code == 0, out
     assert "train: 2 images" in out and "differ from the SegNet" in out
     assert sorted(p.name for p in root.iterdir()) == ["CamVid", "downloads",
-                                                     "prepared.json"]
+                                                     "prepared.json",
+                                                     "prepared.sha256"]
     test = build_dataset("camvid", "test", root)
     image, target = test[0]
     check_contract(image, target, 11)
@@ -528,7 +529,7 @@ def test_a_bad_archive_fails_clearly_and_prepares_nothing(server, monkeypatch,
     err = capsys.readouterr().err
     assert code == 1
     assert {"truncated": "truncated, corrupt", "dotdot": "contains '..'",
-            "absolute": "absolute path", "symlink": "points outside"}[problem] in err
+            "absolute": "absolute path", "symlink": "symbolic link"}[problem] in err
     assert sorted(p.name for p in root.iterdir()) == ["downloads"]
     assert [p.name for p in (root / "downloads").iterdir()] == ["master.zip"]
 
