@@ -15,6 +15,7 @@ twice in every metric, so :class:`EvalShards` gives uneven shards instead.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from datetime import timedelta
@@ -65,12 +66,17 @@ def init_from_env(timeout_s: float = 600) -> torch.device | None:
 
 
 def shutdown() -> None:
-    """Leave the process group together: every rank waits at a barrier first.
+    """Leave the process group together and while Python is fully alive.
 
-    gloo aborts a process (SIGABRT, "terminate called without an active
-    exception") whose group is destroyed while a peer is still inside a
-    collective, so no rank tears down before all have finished.
+    Two ways to abort a rank at exit (SIGABRT, "terminate called without an
+    active exception") are closed here. A DistributedDataParallel wrapper
+    kept alive by a reference cycle is otherwise destroyed during interpreter
+    finalisation, when its C++ reducer can no longer take the GIL: collecting
+    garbage first destroys it now. And gloo aborts a process whose group is
+    destroyed while a peer is still inside a collective: every rank waits at a
+    barrier before the group goes.
     """
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() > 1:
             dist.barrier()

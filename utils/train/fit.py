@@ -9,6 +9,7 @@ function of its own; :func:`fit` only puts them in order.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import os
 import time
@@ -92,6 +93,9 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, *, device,
                 f"{row['train_loss']:.4f}  {task.describe(row)}  "
                 f"({row['seconds']:.1f} s)")
         distributed.barrier()
+    if net is not model:  # destroy the DDP wrapper now, not at interpreter exit
+        del net
+        gc.collect()
     return history
 
 
