@@ -1,0 +1,150 @@
+"""Non-maximum suppression (chapter 08).
+
+A detector fires many overlapping boxes on one object. Greedy NMS keeps the
+highest-scoring box, drops every remaining box whose IoU with it exceeds a
+threshold, and repeats with the best box left (used for proposals in Faster
+R-CNN, Ren et al. 2015, https://arxiv.org/abs/1506.01497, and for the final
+detections of Mask R-CNN, He et al. 2017, https://arxiv.org/abs/1703.06870).
+
+Semantics are those of torchvision's CPU kernel, to the last detail:
+
+- boxes are visited in decreasing score order by a STABLE sort, so equal scores
+  keep their index order;
+- the IoU is computed in the boxes' dtype as ``inter / (area_i + area_j - inter)``
+  and compared, like the kernel's ``float > double``, exactly against the
+  threshold as a Python float: a box is dropped when ``IoU > iou_threshold``
+  (equal is kept);
+- a zero-area box has IoU ``0 / 0 = nan`` with another zero-area box, which
+  suppresses nothing.
+
+How it is fast in plain torch: the IoUs are computed with tensor operations, a
+block of rows at a time, and only for boxes still alive when the block starts;
+what is inherently sequential (box i's fate depends on the boxes kept before
+it) is a scan over those rows that ORs one boolean row per kept box into the
+"removed" set. Deviations from torchvision: none in the result; the scan runs
+over a NumPy view of the boolean rows because a NumPy OR of one row costs about
+1 us against about 5 us for a torch call, and the scan does one per kept box.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# Rows of the IoU matrix computed per step: large enough to amortise the torch
+# calls, small enough (256 x N floats) to stay in cache, and fine-grained enough
+# to skip the rows of boxes that earlier blocks removed.
+BLOCK = 256
+
+
+def _float_threshold(iou_threshold: float, dtype: torch.dtype) -> torch.Tensor:
+    """The largest value t of ``dtype`` with t <= ``iou_threshold``.
+
+    For a float32 IoU, ``iou > t`` then equals the kernel's ``iou > threshold``
+    taken in double precision: any float32 above t is also above the threshold.
+    Comparing with ``float32(threshold)`` would differ when it rounds up (0.3 does).
+    """
+    t = torch.tensor(iou_threshold, dtype=dtype)
+    if not math.isnan(iou_threshold) and t.item() > iou_threshold:
+        t = torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype))
+    return t
+
+
+def _check(boxes: torch.Tensor, scores: torch.Tensor) -> None:
+    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        got = list(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes)
+        raise ValueError(f"boxes must be a tensor [N, 4] of (x1, y1, x2, y2), "
+                         f"got {got}")
+    if not isinstance(scores, torch.Tensor) or scores.shape != boxes.shape[:1]:
+        got = list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+        raise ValueError(f"scores must be a tensor [{boxes.shape[0]}] (one per box), "
+                         f"got {got}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"boxes must be floating point, got {boxes.dtype}")
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor,
+        iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes: ``float [N, 4]`` as ``(x1, y1, x2, y2)``.
+        scores: ``[N]``, higher is better.
+        iou_threshold: boxes with IoU ``>`` this with a kept, higher-scoring box
+            are discarded.
+
+    Returns:
+        ``int64 [K]``: indices into ``boxes`` of the kept boxes, in decreasing
+        score order (ties in index order).
+    """
+    _check(boxes, scores)
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = scores.sort(descending=True, stable=True)[1]
+    x1, y1, x2, y2 = boxes.detach()[order].cpu().T.contiguous()  # each (N,), sorted
+    areas = (x2 - x1) * (y2 - y1)
+    threshold = _float_threshold(iou_threshold, boxes.dtype)
+
+    removed = np.zeros(n, dtype=bool)  # removed[i]: sorted box i was suppressed
+    keep = []
+    for start in range(0, n, BLOCK):
+        # Boxes of this block still alive; later columns only (j >= start):
+        # columns before the block are settled already.
+        rows = start + np.flatnonzero(~removed[start:start + BLOCK])
+        if rows.size == 0:
+            continue
+        r = torch.from_numpy(rows)
+        w = torch.min(x2[r, None], x2[start:]) - torch.max(x1[r, None], x1[start:])
+        h = torch.min(y2[r, None], y2[start:]) - torch.max(y1[r, None], y1[start:])
+        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))  # (R, N - start)
+        union = (areas[r, None] + areas[start:]).sub_(inter)
+        suppresses = (inter.div_(union) > threshold).numpy()  # (R, N - start)
+        for row, i in zip(suppresses, rows):
+            if removed[i]:
+                continue
+            keep.append(i)
+            # IoU is symmetric, so the columns j <= i that a kept box "removes"
+            # are boxes that are settled already: ORing the whole row is safe.
+            removed[start:] |= row
+    return order[torch.as_tensor(keep, dtype=torch.int64, device=order.device)]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                iou_threshold: float) -> torch.Tensor:
+    """NMS within each category: boxes of different ``idxs`` never suppress each
+    other.
+
+    Args:
+        boxes: ``float [N, 4]`` as ``(x1, y1, x2, y2)``.
+        scores: ``[N]``.
+        idxs: ``int [N]``, the category (or image) of each box.
+        iou_threshold: as in :func:`nms`.
+
+    Returns:
+        ``int64 [K]``: kept indices in decreasing score order.
+
+    As torchvision, for at most 1,000 boxes (4,000 numbers) all categories run in
+    one :func:`nms` after shifting each category's boxes by ``idx * (max + 1)``
+    so that categories cannot overlap (the shift can change an IoU in its last
+    bits, hence the same cut-off as torchvision), and above that one
+    :func:`nms` per category, the kept indices then sorted by score.
+    """
+    _check(boxes, scores)
+    if not isinstance(idxs, torch.Tensor) or idxs.shape != scores.shape:
+        got = list(idxs.shape) if isinstance(idxs, torch.Tensor) else type(idxs)
+        raise ValueError(f"idxs must be a tensor [{boxes.shape[0]}], got {got}")
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    if boxes.numel() <= 4000:
+        max_coordinate = boxes.max()
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+        return nms(boxes + offsets[:, None], scores, iou_threshold)
+    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+    for class_id in torch.unique(idxs):
+        members = torch.where(idxs == class_id)[0]
+        keep_mask[members[nms(boxes[members], scores[members], iou_threshold)]] = True
+    kept = torch.where(keep_mask)[0]
+    return kept[scores[kept].sort(descending=True)[1]]

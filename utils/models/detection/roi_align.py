@@ -1,0 +1,217 @@
+"""RoIAlign: a fixed-size feature for every region, by bilinear sampling
+(chapter 08).
+
+He, Gkioxari, Dollar & Girshick, "Mask R-CNN", ICCV 2017,
+https://arxiv.org/abs/1703.06870 (section 3, "RoIAlign").
+
+RoIPool (:mod:`.roi_pool`) rounds a region's corners and bin edges to whole
+pixels; the misalignment costs masks their accuracy. RoIAlign rounds nothing:
+each of the ``PH x PW`` bins of the region is sampled at a regular grid of
+``gh x gw`` points, each point's value is bilinearly interpolated from its four
+nearest pixels, and the bin's output is the average of its points.
+
+Semantics are those of torchvision's ``roi_align`` CPU kernel, detail for
+detail:
+
+- the region is ``(x1, y1, x2, y2) * spatial_scale``, minus 0.5 when
+  ``aligned=True`` (pixel ``i`` has its centre at ``i + 0.5`` in box
+  coordinates and at ``i`` in sampling coordinates); with ``aligned=False``
+  (the legacy default) nothing is subtracted, and regions narrower or lower
+  than one pixel are widened to 1;
+- ``sampling_ratio > 0`` samples ``sampling_ratio x sampling_ratio`` points per
+  bin; ``<= 0`` is adaptive: ``ceil(roi_height / PH) x ceil(roi_width / PW)``;
+- sample ``(iy, ix)`` of bin ``(ph, pw)`` is at
+  ``y = y1 + ph * bin_h + (iy + 0.5) * bin_h / gh`` (the same floating-point
+  operations in the same order, so the same floors);
+- a sample with ``y`` or ``x`` outside ``[-1, H]`` (``[-1, W]``) contributes 0
+  but still counts in the average; inside, coordinates below 0 are clamped to 0
+  and those at or beyond the last pixel to it;
+- the average divides by ``max(gh * gw, 1)``; a region with no samples
+  (``aligned=True`` and zero size) gives 0.
+
+How it is computed: every bin is a weighted sum of at most ``4 gh gw`` pixels,
+with weights and pixel indices that depend on the region only, not on the
+channel. So the pixels of the feature map become rows of a table ``[N*H*W, C]``
+(channels last) and one ``torch.nn.functional.embedding_bag`` call with
+``per_sample_weights`` gathers and sums them for all RoIs and all channels at
+once; autograd carries gradients back to the feature map. With the adaptive
+ratio, RoIs are grouped by their ``(gh, gw)`` (a loop over distinct grid sizes,
+not over RoIs).
+
+Deviations from torchvision: summation order (a bin's samples are summed in one
+sequence, not sample by sample), so results agree to rounding (about 1e-7
+relative in float32), not bit for bit. RoIs whose dtype differs from the input's
+are cast to it (torchvision raises an error).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.models.detection.rois import as_rois
+
+# Upper bound on the number of (pixel, weight) entries per embedding_bag call:
+# keeps the index and weight tensors under ~100 MB for huge adaptive grids.
+MAX_ENTRIES = 1 << 22
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"output_size must be an int or (height, width), got {size}")
+    return size
+
+
+def pixel_table(input: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W] -> [N*H*W, C]``: row ``(n*H + y)*W + x`` holds pixel
+    ``(y, x)`` of map ``n``. A view (no copy) when ``input`` is already in
+    ``torch.channels_last`` memory format, a copy otherwise."""
+    N, C, H, W = input.shape
+    return input.permute(0, 2, 3, 1).reshape(N * H * W, C)
+
+
+def _axis_interpolation(coord: torch.Tensor, size: int):
+    """Bilinear interpolation along one axis, as the kernel does it.
+
+    ``coord``: sample coordinates (any shape, float). Returns ``(low, high,
+    w_low, w_high, valid)``: the two neighbouring pixel indices (int64), their
+    weights ``1 - l`` and ``l`` and whether the coordinate is inside
+    ``[-1, size]`` (outside, the sample contributes nothing)."""
+    valid = (coord >= -1.0) & (coord <= size)  # False for nan as well
+    coord = torch.where(valid, coord, 0).clamp(min=0)
+    low = coord.to(torch.int64)  # truncation = floor, coord >= 0
+    at_end = low >= size - 1
+    low = torch.where(at_end, size - 1, low)
+    high = torch.where(at_end, size - 1, low + 1)
+    coord = torch.where(at_end, low.to(coord.dtype), coord)
+    l = coord - low  # noqa: E741 (the kernel's name for the fractional part)
+    return low, high, 1.0 - l, l, valid
+
+
+def _sample_bins(table, H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh, gw):
+    """RoIAlign of ``k`` RoIs that share the grid ``gh x gw``: ``[k, PH, PW, C]``.
+
+    ``batch``: int64 ``[k]``; ``start_*``, ``bin_*``: ``[k]`` in the input's
+    dtype (already scaled and offset)."""
+    k = batch.shape[0]
+    dtype = start_h.dtype
+    ph = torch.arange(PH, dtype=dtype)[None, :, None]
+    pw = torch.arange(PW, dtype=dtype)[None, :, None]
+    iy = torch.arange(gh, dtype=dtype)[None, None, :] + 0.5
+    ix = torch.arange(gw, dtype=dtype)[None, None, :] + 0.5
+    # The kernel's expression, operation for operation.
+    y = (start_h[:, None, None] + ph * bin_h[:, None, None]) + (
+        iy * bin_h[:, None, None]) / gh  # (k, PH, gh)
+    x = (start_w[:, None, None] + pw * bin_w[:, None, None]) + (
+        ix * bin_w[:, None, None]) / gw  # (k, PW, gw)
+    y_low, y_high, hy, ly, valid_y = _axis_interpolation(y, H)
+    x_low, x_high, hx, lx, valid_x = _axis_interpolation(x, W)
+
+    # The four neighbours in the kernel's order: (low, low), (low, high),
+    # (high, low), (high, high); their weights hy*hx, hy*lx, ly*hx, ly*lx.
+    rows = torch.stack((y_low, y_low, y_high, y_high), dim=-1)  # (k, PH, gh, 4)
+    cols = torch.stack((x_low, x_high, x_low, x_high), dim=-1)  # (k, PW, gw, 4)
+    wy = torch.stack((hy, hy, ly, ly), dim=-1)
+    wx = torch.stack((hx, lx, hx, lx), dim=-1)
+    image = (batch * (H * W))[:, None, None, None, None, None]
+    index = image + rows[:, :, None, :, None, :] * W + cols[:, None, :, None, :, :]
+    # (k, PH, PW, gh, gw, 4) each:
+    weight = wy[:, :, None, :, None, :] * wx[:, None, :, None, :, :]
+    valid = valid_y[:, :, None, :, None, None] & valid_x[:, None, :, None, :, None]
+    # A sample outside the map reads pixel (0, 0) with weight 0, as the kernel's
+    # does (so a non-finite value there spreads exactly as in torchvision).
+    index = torch.where(valid, index, image)
+    weight = torch.where(valid, weight, 0)
+    bins = F.embedding_bag(index.reshape(k * PH * PW, -1), table,
+                           per_sample_weights=weight.reshape(k * PH * PW, -1),
+                           mode="sum")  # (k*PH*PW, C)
+    return (bins / max(gh * gw, 1)).view(k, PH, PW, -1)  # (k, PH, PW, C)
+
+
+def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
+              output_size: int | tuple[int, int], spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False) -> torch.Tensor:
+    """RoIAlign with torchvision's signature and semantics.
+
+    Args:
+        input: feature maps ``float [N, C, H, W]`` (any memory format; channels
+            last avoids a copy, see :func:`pixel_table`).
+        boxes: ``Tensor[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)``, or a list
+            of ``Tensor[L_i, 4]`` (one per image), in image coordinates.
+        output_size: ``PH`` or ``(PH, PW)``, bins per RoI.
+        spatial_scale: feature-map pixels per image pixel (1/16 for stride 16).
+        sampling_ratio: samples per bin along each axis; ``<= 0`` adaptive
+            (``ceil(roi_size / output_size)``).
+        aligned: subtract half a pixel so that sampling is centred (Detectron2);
+            ``False`` is the original Mask R-CNN code's legacy behaviour.
+
+    Returns:
+        ``[K, C, PH, PW]`` in ``input``'s dtype, differentiable with respect to
+        ``input`` (not to ``boxes``).
+    """
+    rois = as_rois(boxes, input)
+    PH, PW = _pair(output_size)
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    dtype = input.dtype
+    out = input.new_zeros((K, PH, PW, C))
+    if K == 0 or C == 0:
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    scale = torch.tensor(spatial_scale, dtype=dtype)  # the kernel's T(spatial_scale)
+    offset = 0.5 if aligned else 0.0
+    batch = rois[:, 0].to(torch.int64)  # truncation, as the kernel's int cast
+    start_w = rois[:, 1] * scale - offset
+    start_h = rois[:, 2] * scale - offset
+    roi_w = (rois[:, 3] * scale - offset) - start_w
+    roi_h = (rois[:, 4] * scale - offset) - start_h
+    if not aligned:  # legacy: malformed RoIs are forced to 1 x 1
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    bin_h = roi_h / PH
+    bin_w = roi_w / PW
+    if sampling_ratio > 0:
+        grid_h = torch.full((K,), sampling_ratio, dtype=torch.int64)
+        grid_w = grid_h
+    else:
+        # ceil(roi / P); a negative or nan size gives no samples (output 0).
+        grid_h = torch.ceil(roi_h / PH).nan_to_num(0).clamp(min=0).to(torch.int64)
+        grid_w = torch.ceil(roi_w / PW).nan_to_num(0).clamp(min=0).to(torch.int64)
+
+    table = pixel_table(input)
+    groups = torch.stack((grid_h, grid_w), dim=1).unique(dim=0).tolist()
+    for gh, gw in groups:
+        if gh == 0 or gw == 0:
+            continue  # no samples: the bins stay 0
+        members = torch.where((grid_h == gh) & (grid_w == gw))[0]
+        chunk = max(1, MAX_ENTRIES // (PH * PW * gh * gw * 4))
+        for part in members.split(chunk):
+            out[part] = _sample_bins(table, H, W, batch[part], start_h[part],
+                                     start_w[part], bin_h[part], bin_w[part],
+                                     PH, PW, gh, gw)
+    return out.permute(0, 3, 1, 2).contiguous()  # (K, C, PH, PW)
+
+
+class RoIAlign(nn.Module):
+    """:func:`roi_align` as a module (no parameters)."""
+
+    def __init__(self, output_size: int | tuple[int, int], spatial_scale: float,
+                 sampling_ratio: int, aligned: bool = False):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: torch.Tensor,
+                rois: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        return roi_align(input, rois, self.output_size, self.spatial_scale,
+                         self.sampling_ratio, self.aligned)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
