@@ -199,17 +199,17 @@ def compare_roi_ops(cases, g):
             pool_bwd.append(relative(xa.grad, xb.grad))
     record("roi_align forward, float32", fwd, 1e-5)
     record("roi_align forward, float64", fwd64, 1e-12)
-    record("roi_align gradient (input), relative to max |grad|", bwd, 1e-6)
+    record("roi_align gradient (input), relative to max |grad|", bwd, 1e-5)
     record("roi_pool forward", pool_fwd)
-    record("roi_pool gradient (argmax, ties), relative", pool_bwd, 1e-6)
+    record("roi_pool gradient (argmax, ties), relative", pool_bwd, 1e-5)
 
 
 def compare_poolers(cases, g):
     levels, outs = [], []
     for i in range(cases):
         n_images = int(torch.randint(1, 3, (), generator=g))
-        sizes = [(int(torch.randint(100, 400, (), generator=g)),
-                  int(torch.randint(100, 400, (), generator=g))) for _ in range(n_images)]
+        sizes = [tuple(torch.randint(100, 400, (2,), generator=g).tolist())
+                 for _ in range(n_images)]
         Hp = max(s[0] for s in sizes) // 32 * 32 + 32
         Wp = max(s[1] for s in sizes) // 32 * 32 + 32
         names = ["0", "1", "2", "3"]
@@ -253,7 +253,8 @@ def compare_anchors(cases, g):
         image_sizes = [(H, W), (H - 10, W - 3)]
         feats = [torch.zeros(2, 8, math.ceil(H / 2 ** k), math.ceil(W / 2 ** k))
                  for k in range(2, 2 + len(sizes))]
-        a = ours.AnchorGenerator(sizes, ratios)(ours.ImageList(images, image_sizes), feats)
+        a = ours.AnchorGenerator(sizes, ratios)(ours.ImageList(images, image_sizes),
+                                                feats)
         b = TVAnchorGenerator(sizes, ratios)(TVImageList(images, image_sizes), feats)
         diffs += [exact(x, y) for x, y in zip(a, b)]
     record("AnchorGenerator (exact)", diffs)
@@ -267,10 +268,12 @@ def compare_coder_matcher_sampler(cases, g):
         n = int(torch.randint(0, 50, (), generator=g))
         ref = random_boxes(n, g=g) + torch.tensor([0, 0, 1, 1])
         gt = random_boxes(n, g=g) + torch.tensor([0, 0, 1, 1])
-        enc.append(max([exact(x, y) for x, y in zip(mine.encode([gt, ref], [ref, gt]),
-                                                    theirs.encode([gt, ref], [ref, gt]))]))
+        pairs = zip(mine.encode([gt, ref], [ref, gt]),
+                    theirs.encode([gt, ref], [ref, gt]))
+        enc.append(max(exact(x, y) for x, y in pairs))
         codes = torch.randn(2 * n, 4 * 3, generator=g) * 3  # some beyond the clamp
-        dec.append(exact(mine.decode(codes, [ref, gt]), theirs.decode(codes, [ref, gt])))
+        dec.append(exact(mine.decode(codes, [ref, gt]),
+                         theirs.decode(codes, [ref, gt])))
 
         M = int(torch.randint(1, 6, (), generator=g))
         q = torch.rand(M, n + 1, generator=g)
@@ -300,8 +303,7 @@ def compare_paste(cases, g):
     for i in range(cases):
         n = int(torch.randint(0, 8, (), generator=g))
         M = [28, 14, 5][i % 3]
-        H, W = int(torch.randint(20, 120, (), generator=g)), int(torch.randint(20, 120,
-                                                                               (), generator=g))
+        H, W = torch.randint(20, 120, (2,), generator=g).tolist()
         masks = torch.rand(n, 1, M, M, generator=g)
         # Boxes that overlap the image, some crossing its borders; every other
         # case clipped as Mask R-CNN's postprocessing does.

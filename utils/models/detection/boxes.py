@@ -120,5 +120,5 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     y2 = (height - 1) - rows.flip(1).argmax(dim=1)
     x2 = (width - 1) - cols.flip(1).argmax(dim=1)
     boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
-    boxes[rows.sum(1) == 0] = 0
-    return boxes
+    empty = rows.sum(1) == 0
+    return boxes.masked_fill(empty[:, None], 0)

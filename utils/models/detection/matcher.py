@@ -68,8 +68,8 @@ class Matcher:
         below_low = matched_vals < self.low_threshold
         between = ((matched_vals >= self.low_threshold)
                    & (matched_vals < self.high_threshold))
-        matches[below_low] = self.BELOW_LOW_THRESHOLD
-        matches[between] = self.BETWEEN_THRESHOLDS
+        matches.masked_fill_(below_low, self.BELOW_LOW_THRESHOLD)
+        matches.masked_fill_(between, self.BETWEEN_THRESHOLDS)
 
         if all_matches is not None:
             self.set_low_quality_matches_(matches, all_matches, match_quality_matrix)
@@ -80,6 +80,5 @@ class Matcher:
         """Restore the match of every prediction that attains some ground truth's
         highest quality (ties included), in place."""
         highest_quality_foreach_gt = match_quality_matrix.max(dim=1).values  # (M,)
-        _, pred_inds = torch.where(match_quality_matrix
-                                   == highest_quality_foreach_gt[:, None])
-        matches[pred_inds] = all_matches[pred_inds]
+        attains = (match_quality_matrix == highest_quality_foreach_gt[:, None]).any(0)
+        matches.copy_(torch.where(attains, all_matches, matches))  # (N,)

@@ -18,8 +18,8 @@ Semantics are those of torchvision's CPU kernel, to the last detail:
   suppresses nothing.
 
 How it is fast in plain torch: the IoUs are computed with tensor operations, a
-block of rows at a time, and only for boxes still alive when the block starts;
-what is inherently sequential (box i's fate depends on the boxes kept before
+few rows at a time, and only between boxes still alive; what is inherently
+sequential (box i's fate depends on the boxes kept before
 it) is a scan over those rows that ORs one boolean row per kept box into the
 "removed" set. Deviations from torchvision: none in the result; the scan runs
 over a NumPy view of the boolean rows because a NumPy OR of one row costs about
@@ -33,10 +33,13 @@ import math
 import numpy as np
 import torch
 
-# Rows of the IoU matrix computed per step: large enough to amortise the torch
-# calls, small enough (256 x N floats) to stay in cache, and fine-grained enough
-# to skip the rows of boxes that earlier blocks removed.
-BLOCK = 256
+# Rows of the IoU matrix computed per step: enough to amortise the torch calls,
+# few enough to skip the rows of boxes that earlier steps removed.
+ROWS = 64
+# ... and at most GRAIN IoUs per step: torch runs smaller operations on one
+# thread, sparing each of them a parallel region (whose threads spin-wait and
+# burn CPU when the machine is busy).
+GRAIN = 32768
 
 
 def _float_threshold(iou_threshold: float, dtype: torch.dtype) -> torch.Tensor:
@@ -84,32 +87,40 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor,
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = scores.sort(descending=True, stable=True)[1]
-    x1, y1, x2, y2 = boxes.detach()[order].cpu().T.contiguous()  # each (N,), sorted
-    areas = (x2 - x1) * (y2 - y1)
+    x1, y1, x2, y2 = boxes.detach().cpu().index_select(0, order.cpu()).T.contiguous()
+    coords = (x1, y1, x2, y2, (x2 - x1) * (y2 - y1))  # each (N,), in score order
     threshold = _float_threshold(iou_threshold, boxes.dtype)
 
     removed = np.zeros(n, dtype=bool)  # removed[i]: sorted box i was suppressed
     keep = []
-    for start in range(0, n, BLOCK):
-        # Boxes of this block still alive; later columns only (j >= start):
-        # columns before the block are settled already.
-        rows = start + np.flatnonzero(~removed[start:start + BLOCK])
-        if rows.size == 0:
-            continue
-        r = torch.from_numpy(rows)
-        w = torch.min(x2[r, None], x2[start:]) - torch.max(x1[r, None], x1[start:])
-        h = torch.min(y2[r, None], y2[start:]) - torch.max(y1[r, None], y1[start:])
-        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))  # (R, N - start)
-        union = (areas[r, None] + areas[start:]).sub_(inter)
-        suppresses = (inter.div_(union) > threshold).numpy()  # (R, N - start)
+    start = 0  # boxes before start are settled
+    while start < n:
+        # The boxes still alive from start on: all of them can be suppressed
+        # (columns); the first few are the candidates of this step (rows).
+        # Removed boxes need no IoU: they cannot come back.
+        alive = start + np.flatnonzero(~removed[start:])
+        if alive.size == 0:
+            break
+        rows = alive[:min(ROWS, max(GRAIN // alive.size, 1))]
+        # index_select, not x[r]: advanced indexing costs ~100x more per call.
+        r, c = torch.from_numpy(rows), torch.from_numpy(alive)
+        bx1, by1, bx2, by2, barea = (t.index_select(0, r)[:, None] for t in coords)
+        cx1, cy1, cx2, cy2, carea = (t.index_select(0, c) for t in coords)
+        w = torch.min(bx2, cx2) - torch.max(bx1, cx1)
+        h = torch.min(by2, cy2) - torch.max(by1, cy1)
+        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))  # (R, C)
+        union = (barea + carea).sub_(inter)
+        suppresses = (inter.div_(union) > threshold).numpy()  # (R, C)
         for row, i in zip(suppresses, rows):
             if removed[i]:
                 continue
             keep.append(i)
             # IoU is symmetric, so the columns j <= i that a kept box "removes"
-            # are boxes that are settled already: ORing the whole row is safe.
-            removed[start:] |= row
-    return order[torch.as_tensor(keep, dtype=torch.int64, device=order.device)]
+            # are boxes settled already: marking the whole row is safe.
+            removed[alive[row]] = True
+        start = rows[-1] + 1
+    return order.index_select(0, torch.as_tensor(keep, dtype=torch.int64,
+                                                 device=order.device))
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
@@ -145,6 +156,8 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     keep_mask = torch.zeros_like(scores, dtype=torch.bool)
     for class_id in torch.unique(idxs):
         members = torch.where(idxs == class_id)[0]
-        keep_mask[members[nms(boxes[members], scores[members], iou_threshold)]] = True
+        kept = nms(boxes.index_select(0, members), scores.index_select(0, members),
+                   iou_threshold)
+        keep_mask.index_fill_(0, members.index_select(0, kept), True)
     kept = torch.where(keep_mask)[0]
-    return kept[scores[kept].sort(descending=True)[1]]
+    return kept.index_select(0, scores.index_select(0, kept).sort(descending=True)[1])

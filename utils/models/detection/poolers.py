@@ -142,10 +142,10 @@ class MultiScaleRoIAlign(nn.Module):
         result = features[0].new_zeros((rois.shape[0], C, *self.output_size))
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             in_level = torch.where(levels == level)[0]
-            result[in_level] = roi_align(feature, rois[in_level], self.output_size,
-                                         spatial_scale=scale,
-                                         sampling_ratio=self.sampling_ratio
-                                         ).to(result.dtype)
+            pooled = roi_align(feature, rois.index_select(0, in_level),
+                               self.output_size, spatial_scale=scale,
+                               sampling_ratio=self.sampling_ratio)
+            result.index_copy_(0, in_level, pooled.to(result.dtype))
         return result  # (K, C, PH, PW)
 
     def extra_repr(self) -> str:

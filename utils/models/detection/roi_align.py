@@ -39,9 +39,13 @@ ratio, RoIs are grouped by their ``(gh, gw)`` (a loop over distinct grid sizes,
 not over RoIs).
 
 Deviations from torchvision: summation order (a bin's samples are summed in one
-sequence, not sample by sample), so results agree to rounding (about 1e-7
-relative in float32), not bit for bit. RoIs whose dtype differs from the input's
-are cast to it (torchvision raises an error).
+sequence, not sample by sample, and the average's division is folded into the
+weights), so results agree to rounding (about 1e-7 relative in float32), not
+bit for bit; a sample outside the map multiplies its weight 0 with a pixel of
+row or column 0 rather than with pixel (0, 0), which differs only when the map
+holds inf or nan there; RoIs whose dtype differs from the input's are cast to
+it (torchvision raises an error); the output is in channels_last memory format
+(torchvision's is contiguous).
 """
 
 from __future__ import annotations
@@ -110,26 +114,28 @@ def _sample_bins(table, H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh,
         ix * bin_w[:, None, None]) / gw  # (k, PW, gw)
     y_low, y_high, hy, ly, valid_y = _axis_interpolation(y, H)
     x_low, x_high, hx, lx, valid_x = _axis_interpolation(x, W)
+    # A sample outside the map (in y or in x) contributes 0: its weights are
+    # zeroed along that axis. The average's 1 / (gh gw) goes into the y weights
+    # too (exact for the usual 2 x 2 samples, a power of two).
+    hy = torch.where(valid_y, hy, 0) / max(gh * gw, 1)
+    ly = torch.where(valid_y, ly, 0) / max(gh * gw, 1)
+    hx = torch.where(valid_x, hx, 0)
+    lx = torch.where(valid_x, lx, 0)
 
     # The four neighbours in the kernel's order: (low, low), (low, high),
     # (high, low), (high, high); their weights hy*hx, hy*lx, ly*hx, ly*lx.
     rows = torch.stack((y_low, y_low, y_high, y_high), dim=-1)  # (k, PH, gh, 4)
     cols = torch.stack((x_low, x_high, x_low, x_high), dim=-1)  # (k, PW, gw, 4)
-    wy = torch.stack((hy, hy, ly, ly), dim=-1)
-    wx = torch.stack((hx, lx, hx, lx), dim=-1)
-    image = (batch * (H * W))[:, None, None, None, None, None]
-    index = image + rows[:, :, None, :, None, :] * W + cols[:, None, :, None, :, :]
-    # (k, PH, PW, gh, gw, 4) each:
+    wy = torch.stack((hy, hy, ly, ly), dim=-1)  # (k, PH, gh, 4)
+    wx = torch.stack((hx, lx, hx, lx), dim=-1)  # (k, PW, gw, 4)
+    rows = (batch[:, None, None, None] * H + rows) * W  # first pixel of each row
+    # The only two operations on every (bin, sample, neighbour): (k, PH, PW, gh, gw, 4)
+    index = rows[:, :, None, :, None, :] + cols[:, None, :, None, :, :]
     weight = wy[:, :, None, :, None, :] * wx[:, None, :, None, :, :]
-    valid = valid_y[:, :, None, :, None, None] & valid_x[:, None, :, None, :, None]
-    # A sample outside the map reads pixel (0, 0) with weight 0, as the kernel's
-    # does (so a non-finite value there spreads exactly as in torchvision).
-    index = torch.where(valid, index, image)
-    weight = torch.where(valid, weight, 0)
-    bins = F.embedding_bag(index.reshape(k * PH * PW, -1), table,
-                           per_sample_weights=weight.reshape(k * PH * PW, -1),
+    bins = F.embedding_bag(index.view(k * PH * PW, -1), table,
+                           per_sample_weights=weight.view(k * PH * PW, -1),
                            mode="sum")  # (k*PH*PW, C)
-    return (bins / max(gh * gw, 1)).view(k, PH, PW, -1)  # (k, PH, PW, C)
+    return bins.view(k, PH, PW, -1)  # (k, PH, PW, C)
 
 
 def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
@@ -151,16 +157,16 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
 
     Returns:
         ``[K, C, PH, PW]`` in ``input``'s dtype, differentiable with respect to
-        ``input`` (not to ``boxes``).
+        ``input`` (not to ``boxes``), in ``torch.channels_last`` memory format
+        (the layout it is computed in; ``.contiguous()`` if a view must follow).
     """
     rois = as_rois(boxes, input)
     PH, PW = _pair(output_size)
     N, C, H, W = input.shape
     K = rois.shape[0]
     dtype = input.dtype
-    out = input.new_zeros((K, PH, PW, C))
     if K == 0 or C == 0:
-        return out.permute(0, 3, 1, 2).contiguous()
+        return input.new_zeros((K, PH, PW, C)).permute(0, 3, 1, 2)
 
     scale = torch.tensor(spatial_scale, dtype=dtype)  # the kernel's T(spatial_scale)
     offset = 0.5 if aligned else 0.0
@@ -183,17 +189,32 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
         grid_w = torch.ceil(roi_w / PW).nan_to_num(0).clamp(min=0).to(torch.int64)
 
     table = pixel_table(input)
-    groups = torch.stack((grid_h, grid_w), dim=1).unique(dim=0).tolist()
+    geometry = torch.stack((start_h, start_w, bin_h, bin_w), dim=1)  # (K, 4)
+    if sampling_ratio > 0:
+        groups = [(sampling_ratio, sampling_ratio)]
+    else:
+        groups = torch.stack((grid_h, grid_w), dim=1).unique(dim=0).tolist()
+    out = None  # (K, PH, PW, C), allocated only if the RoIs come in parts
     for gh, gw in groups:
         if gh == 0 or gw == 0:
             continue  # no samples: the bins stay 0
         members = torch.where((grid_h == gh) & (grid_w == gw))[0]
         chunk = max(1, MAX_ENTRIES // (PH * PW * gh * gw * 4))
         for part in members.split(chunk):
-            out[part] = _sample_bins(table, H, W, batch[part], start_h[part],
-                                     start_w[part], bin_h[part], bin_w[part],
-                                     PH, PW, gh, gw)
-    return out.permute(0, 3, 1, 2).contiguous()  # (K, C, PH, PW)
+            # index_select/index_copy_, not x[part]: about 100x cheaper per call
+            pooled = _sample_bins(table, H, W, batch.index_select(0, part),
+                                  *geometry.index_select(0, part).unbind(1),
+                                  PH, PW, gh, gw)  # (k, PH, PW, C)
+            if len(part) == K:  # all RoIs in one part: nothing to assemble
+                out = pooled
+                continue
+            if out is None:
+                out = input.new_zeros((K, PH, PW, C))
+            out.index_copy_(0, part, pooled)
+    if out is None:
+        out = input.new_zeros((K, PH, PW, C))
+    # A view: (K, C, PH, PW) in channels_last memory format, no copy.
+    return out.permute(0, 3, 1, 2)
 
 
 class RoIAlign(nn.Module):

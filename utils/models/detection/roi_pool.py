@@ -75,7 +75,8 @@ def _pool_chunk(table, H, W, batch, h_lo, h_hi, w_lo, w_hi):
     index = (batch[:, None, None, None, None] * H
              + rows.clamp(max=H - 1)[:, :, None, :, None]) * W \
         + cols.clamp(max=W - 1)[:, None, :, None, :]
-    values = table[index]  # (k, PH, PW, bh, bw, C)
+    values = table.index_select(0, index.flatten()).view(*index.shape, -1)
+    # values: (k, PH, PW, bh, bw, C)
     values = values.masked_fill(~inside[..., None], -torch.inf)
     # Max over the window: first over columns, then rows. torch.max returns the
     # first maximum, so the pixel chosen (and given the gradient) is the first
@@ -122,7 +123,7 @@ def roi_pool(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
     # Sorting by window size keeps the padding of each chunk small.
     window = (h_hi - h_lo).amax(1).clamp(min=1) * (w_hi - w_lo).amax(1).clamp(min=1)
     order = window.argsort()
-    sorted_window = window[order].tolist()
+    sorted_window = window.index_select(0, order).tolist()
     budget = max(MAX_GATHERED // (PH * PW * C), 1)  # window pixels per chunk
     start = 0
     while start < K:
@@ -131,8 +132,9 @@ def roi_pool(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
         while stop < K and (stop + 1 - start) * sorted_window[stop] <= budget:
             stop += 1
         part = order[start:stop]
-        out[part] = _pool_chunk(table, H, W, batch[part], h_lo[part], h_hi[part],
-                                w_lo[part], w_hi[part])
+        pooled = _pool_chunk(table, H, W, *(t.index_select(0, part) for t in
+                                            (batch, h_lo, h_hi, w_lo, w_hi)))
+        out.index_copy_(0, part, pooled)
         start = stop
     return out.permute(0, 3, 1, 2).contiguous()  # (K, C, PH, PW)
 

@@ -46,8 +46,8 @@ class BalancedPositiveNegativeSampler:
 
             pos_mask = torch.zeros_like(labels, dtype=torch.uint8)
             neg_mask = torch.zeros_like(labels, dtype=torch.uint8)
-            pos_mask[positive[perm1]] = 1
-            neg_mask[negative[perm2]] = 1
+            pos_mask.index_fill_(0, positive.index_select(0, perm1), 1)
+            neg_mask.index_fill_(0, negative.index_select(0, perm2), 1)
             pos_idx.append(pos_mask)
             neg_idx.append(neg_mask)
         return pos_idx, neg_idx
