@@ -2,6 +2,7 @@
 from the definition (per RoI, per bin, per sample), hand-computed cases and
 gradcheck."""
 
+import importlib
 import math
 
 import pytest
@@ -213,3 +214,19 @@ def test_module_and_bad_input():
         roi_align(x[0], rois, 2)
     with pytest.raises(ValueError, match=r"boxes\[0\] must be a tensor \[L, 4\]"):
         roi_align(x, [torch.zeros(2, 5)], 2)
+
+
+def test_small_entry_budget_splits_the_work_without_changing_it(monkeypatch):
+    """Pieces of a grid size and batches of pieces (MAX_ENTRIES) give the same
+    result as one call; RoIs without samples sit among the others."""
+    module = importlib.import_module("utils.models.detection.roi_align")
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    rois = random_rois(20, 2, 12, 12, g)
+    rois[5, 1:] = rois[5, 1:3].repeat(2)  # zero area: no samples when aligned
+    expected = naive_roi_align(x, rois, (2, 3), 1.0, -1, True)
+    assert torch.allclose(roi_align(x, rois, (2, 3), 1.0, -1, True), expected,
+                          rtol=0, atol=1e-12)
+    monkeypatch.setattr(module, "MAX_ENTRIES", 100)
+    assert torch.allclose(roi_align(x, rois, (2, 3), 1.0, -1, True), expected,
+                          rtol=0, atol=1e-12)

@@ -96,11 +96,13 @@ def _axis_interpolation(coord: torch.Tensor, size: int):
     return low, high, 1.0 - l, l, valid
 
 
-def _sample_bins(table, H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh, gw):
-    """RoIAlign of ``k`` RoIs that share the grid ``gh x gw``: ``[k, PH, PW, C]``.
+def _bin_samples(H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh, gw):
+    """Pixels and weights of every bin of ``k`` RoIs that share the grid ``gh x gw``.
 
-    ``batch``: int64 ``[k]``; ``start_*``, ``bin_*``: ``[k]`` in the input's
-    dtype (already scaled and offset)."""
+    ``batch``: int64 ``[k]``; ``start_*``, ``bin_*``: ``[k]`` in the input's dtype
+    (already scaled and offset). Returns ``index`` (int64, rows of the pixel
+    table) and ``weight``, both ``[k, PH, PW, gh * gw * 4]``: bin ``(ph, pw)`` is
+    ``sum(weight * table[index])`` over the last dimension."""
     k = batch.shape[0]
     dtype = start_h.dtype
     ph = torch.arange(PH, dtype=dtype)[None, :, None]
@@ -117,8 +119,8 @@ def _sample_bins(table, H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh,
     # A sample outside the map (in y or in x) contributes 0: its weights are
     # zeroed along that axis. The average's 1 / (gh gw) goes into the y weights
     # too (exact for the usual 2 x 2 samples, a power of two).
-    hy = torch.where(valid_y, hy, 0) / max(gh * gw, 1)
-    ly = torch.where(valid_y, ly, 0) / max(gh * gw, 1)
+    hy = torch.where(valid_y, hy, 0) / (gh * gw)
+    ly = torch.where(valid_y, ly, 0) / (gh * gw)
     hx = torch.where(valid_x, hx, 0)
     lx = torch.where(valid_x, lx, 0)
 
@@ -129,13 +131,11 @@ def _sample_bins(table, H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh,
     wy = torch.stack((hy, hy, ly, ly), dim=-1)  # (k, PH, gh, 4)
     wx = torch.stack((hx, lx, hx, lx), dim=-1)  # (k, PW, gw, 4)
     rows = (batch[:, None, None, None] * H + rows) * W  # first pixel of each row
-    # The only two operations on every (bin, sample, neighbour): (k, PH, PW, gh, gw, 4)
+    # The only two operations on every (bin, sample, neighbour):
     index = rows[:, :, None, :, None, :] + cols[:, None, :, None, :, :]
     weight = wy[:, :, None, :, None, :] * wx[:, None, :, None, :, :]
-    bins = F.embedding_bag(index.view(k * PH * PW, -1), table,
-                           per_sample_weights=weight.view(k * PH * PW, -1),
-                           mode="sum")  # (k*PH*PW, C)
-    return bins.view(k, PH, PW, -1)  # (k, PH, PW, C)
+    return (index.view(k, PH, PW, -1),  # (k, PH, PW, gh*gw*4)
+            weight.view(k, PH, PW, -1))
 
 
 def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
@@ -181,40 +181,70 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
     bin_h = roi_h / PH
     bin_w = roi_w / PW
     if sampling_ratio > 0:
-        grid_h = torch.full((K,), sampling_ratio, dtype=torch.int64)
-        grid_w = grid_h
+        grid = torch.full((K, 2), sampling_ratio, dtype=torch.int64)
     else:
         # ceil(roi / P); a negative or nan size gives no samples (output 0).
-        grid_h = torch.ceil(roi_h / PH).nan_to_num(0).clamp(min=0).to(torch.int64)
-        grid_w = torch.ceil(roi_w / PW).nan_to_num(0).clamp(min=0).to(torch.int64)
+        grid = torch.stack((torch.ceil(roi_h / PH), torch.ceil(roi_w / PW)), dim=1)
+        grid = grid.nan_to_num(0).clamp(min=0).to(torch.int64)  # (K, 2): gh, gw
+
+    # RoIs sorted by grid size, so that each grid's RoIs are one slice; every
+    # slice (or part of one, for huge grids) is a "piece" of one grid size.
+    order = None
+    if sampling_ratio <= 0:
+        order = (grid[:, 0] * (int(grid[:, 1].max()) + 1) + grid[:, 1]).argsort()
+        batch, grid = batch.index_select(0, order), grid.index_select(0, order)
+        start_h, start_w, bin_h, bin_w = torch.stack(
+            (start_h, start_w, bin_h, bin_w), dim=1).index_select(0, order).unbind(1)
+    sizes, counts = torch.unique_consecutive(grid, dim=0, return_counts=True)
 
     table = pixel_table(input)
-    geometry = torch.stack((start_h, start_w, bin_h, bin_w), dim=1)  # (K, 4)
-    if sampling_ratio > 0:
-        groups = [(sampling_ratio, sampling_ratio)]
-    else:
-        groups = torch.stack((grid_h, grid_w), dim=1).unique(dim=0).tolist()
-    out = None  # (K, PH, PW, C), allocated only if the RoIs come in parts
-    for gh, gw in groups:
-        if gh == 0 or gw == 0:
-            continue  # no samples: the bins stay 0
-        members = torch.where((grid_h == gh) & (grid_w == gw))[0]
-        chunk = max(1, MAX_ENTRIES // (PH * PW * gh * gw * 4))
-        for part in members.split(chunk):
-            # index_select/index_copy_, not x[part]: about 100x cheaper per call
-            pooled = _sample_bins(table, H, W, batch.index_select(0, part),
-                                  *geometry.index_select(0, part).unbind(1),
-                                  PH, PW, gh, gw)  # (k, PH, PW, C)
-            if len(part) == K:  # all RoIs in one part: nothing to assemble
-                out = pooled
-                continue
-            if out is None:
-                out = input.new_zeros((K, PH, PW, C))
-            out.index_copy_(0, part, pooled)
-    if out is None:
-        out = input.new_zeros((K, PH, PW, C))
+    pieces, outputs, entries = [], [], 0  # one embedding_bag per batch of pieces
+    start = 0
+    for (gh, gw), count in zip(sizes.tolist(), counts.tolist()):
+        per_roi = PH * PW * gh * gw * 4
+        for lo in range(start, start + count, max(1, MAX_ENTRIES // max(per_roi, 1))):
+            hi = min(lo + max(1, MAX_ENTRIES // max(per_roi, 1)), start + count)
+            if entries + (hi - lo) * per_roi > MAX_ENTRIES and pieces:
+                outputs.append(_pool_pieces(table, pieces))
+                pieces, entries = [], 0
+            if gh == 0 or gw == 0:  # no samples: empty bags, which sum to 0
+                index = torch.zeros((hi - lo, PH, PW, 0), dtype=torch.int64)
+                weight = input.new_zeros((hi - lo, PH, PW, 0))
+            else:
+                index, weight = _bin_samples(H, W, batch[lo:hi], start_h[lo:hi],
+                                             start_w[lo:hi], bin_h[lo:hi],
+                                             bin_w[lo:hi], PH, PW, gh, gw)
+            pieces.append((index, weight))
+            entries += (hi - lo) * per_roi
+        start += count
+    outputs.append(_pool_pieces(table, pieces))
+    out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]  # (K*PH*PW, C)
+    out = out.view(K, PH, PW, C)
+    if order is not None:  # back to the RoIs' order
+        out = out.index_select(0, torch.argsort(order))
     # A view: (K, C, PH, PW) in channels_last memory format, no copy.
     return out.permute(0, 3, 1, 2)
+
+
+def _pool_pieces(table, pieces):
+    """One ``embedding_bag`` over the bins of several pieces: ``[bins, C]``."""
+    if len(pieces) == 1:  # bags of one size: the 2-D form, no offsets
+        index, weight = pieces[0]
+        if index.shape[3] == 0:  # only RoIs without samples
+            return table.new_zeros((index.shape[0] * index.shape[1] * index.shape[2],
+                                    table.shape[1]))
+        return F.embedding_bag(index.flatten(0, 2), table, mode="sum",
+                               per_sample_weights=weight.flatten(0, 2))
+    index = torch.cat([i.flatten() for i, _ in pieces])
+    weight = torch.cat([w.flatten() for _, w in pieces])
+    # Bag b of a piece starts at the piece's first entry + b * (entries per bag).
+    starts, first = [], 0
+    for i, _ in pieces:
+        bags, per_bag = i.shape[0] * i.shape[1] * i.shape[2], i.shape[3]
+        starts.append(first + torch.arange(bags) * per_bag)
+        first += bags * per_bag
+    return F.embedding_bag(index, table, torch.cat(starts), mode="sum",
+                           per_sample_weights=weight)
 
 
 class RoIAlign(nn.Module):
