@@ -34,9 +34,13 @@ with weights and pixel indices that depend on the region only, not on the
 channel. So the pixels of the feature map become rows of a table ``[N*H*W, C]``
 (channels last) and one ``torch.nn.functional.embedding_bag`` call with
 ``per_sample_weights`` gathers and sums them for all RoIs and all channels at
-once; autograd carries gradients back to the feature map. With the adaptive
-ratio, RoIs are grouped by their ``(gh, gw)`` (a loop over distinct grid sizes,
-not over RoIs).
+once; autograd carries gradients back to the feature map. A map in the default
+(NCHW) memory format is first copied into that layout, one pass over the map
+that costs as much as the pooling itself for 512 RoIs; a ``channels_last`` map
+is used as it is. With the adaptive ratio, RoIs are sorted by their
+``(gh, gw)``; the indices and weights are built per grid size (a loop over the
+distinct sizes, not over RoIs) and one ``embedding_bag`` with per-bag offsets
+pools them all.
 
 Deviations from torchvision: summation order (a bin's samples are summed in one
 sequence, not sample by sample, and the average's division is folded into the
@@ -104,11 +108,11 @@ def _bin_samples(H, W, batch, start_h, start_w, bin_h, bin_w, PH, PW, gh, gw):
     table) and ``weight``, both ``[k, PH, PW, gh * gw * 4]``: bin ``(ph, pw)`` is
     ``sum(weight * table[index])`` over the last dimension."""
     k = batch.shape[0]
-    dtype = start_h.dtype
-    ph = torch.arange(PH, dtype=dtype)[None, :, None]
-    pw = torch.arange(PW, dtype=dtype)[None, :, None]
-    iy = torch.arange(gh, dtype=dtype)[None, None, :] + 0.5
-    ix = torch.arange(gw, dtype=dtype)[None, None, :] + 0.5
+    like = dict(dtype=start_h.dtype, device=start_h.device)
+    ph = torch.arange(PH, **like)[None, :, None]
+    pw = torch.arange(PW, **like)[None, :, None]
+    iy = torch.arange(gh, **like)[None, None, :] + 0.5
+    ix = torch.arange(gw, **like)[None, None, :] + 0.5
     # The kernel's expression, operation for operation.
     y = (start_h[:, None, None] + ph * bin_h[:, None, None]) + (
         iy * bin_h[:, None, None]) / gh  # (k, PH, gh)
@@ -181,7 +185,7 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
     bin_h = roi_h / PH
     bin_w = roi_w / PW
     if sampling_ratio > 0:
-        grid = torch.full((K, 2), sampling_ratio, dtype=torch.int64)
+        grid = torch.full((K, 2), sampling_ratio, dtype=torch.int64, device=rois.device)
     else:
         # ceil(roi / P); a negative or nan size gives no samples (output 0).
         grid = torch.stack((torch.ceil(roi_h / PH), torch.ceil(roi_w / PW)), dim=1)
@@ -202,13 +206,14 @@ def roi_align(input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor],
     start = 0
     for (gh, gw), count in zip(sizes.tolist(), counts.tolist()):
         per_roi = PH * PW * gh * gw * 4
-        for lo in range(start, start + count, max(1, MAX_ENTRIES // max(per_roi, 1))):
-            hi = min(lo + max(1, MAX_ENTRIES // max(per_roi, 1)), start + count)
+        step = max(1, MAX_ENTRIES // max(per_roi, 1))  # RoIs per piece
+        for lo in range(start, start + count, step):
+            hi = min(lo + step, start + count)
             if entries + (hi - lo) * per_roi > MAX_ENTRIES and pieces:
                 outputs.append(_pool_pieces(table, pieces))
                 pieces, entries = [], 0
             if gh == 0 or gw == 0:  # no samples: empty bags, which sum to 0
-                index = torch.zeros((hi - lo, PH, PW, 0), dtype=torch.int64)
+                index = batch.new_zeros((hi - lo, PH, PW, 0))
                 weight = input.new_zeros((hi - lo, PH, PW, 0))
             else:
                 index, weight = _bin_samples(H, W, batch[lo:hi], start_h[lo:hi],
@@ -241,7 +246,7 @@ def _pool_pieces(table, pieces):
     starts, first = [], 0
     for i, _ in pieces:
         bags, per_bag = i.shape[0] * i.shape[1] * i.shape[2], i.shape[3]
-        starts.append(first + torch.arange(bags) * per_bag)
+        starts.append(first + torch.arange(bags, device=i.device) * per_bag)
         first += bags * per_bag
     return F.embedding_bag(index, table, torch.cat(starts), mode="sum",
                            per_sample_weights=weight)

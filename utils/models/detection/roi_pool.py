@@ -56,7 +56,7 @@ def _bin_edges(start: torch.Tensor, size: torch.Tensor, P: int, limit: int, dtyp
     """Bin ``p`` of each RoI spans pixels ``[lo, hi)`` (int64 ``[K, P]``),
     clipped to ``[0, limit]``."""
     bin_size = size.to(dtype) / P  # (K,), in the input's dtype as the kernel
-    p = torch.arange(P, dtype=dtype)
+    p = torch.arange(P, dtype=dtype, device=size.device)
     lo = torch.floor(p * bin_size[:, None]).to(torch.int64)
     hi = torch.ceil((p + 1) * bin_size[:, None]).to(torch.int64)
     lo = (lo + start[:, None]).clamp(0, limit)
@@ -68,8 +68,8 @@ def _pool_chunk(table, H, W, batch, h_lo, h_hi, w_lo, w_hi):
     """Max over each bin for a chunk of ``k`` RoIs: ``[k, PH, PW, C]``."""
     bh = max(int((h_hi - h_lo).max()), 1)
     bw = max(int((w_hi - w_lo).max()), 1)
-    rows = h_lo[:, :, None] + torch.arange(bh)  # (k, PH, bh)
-    cols = w_lo[:, :, None] + torch.arange(bw)  # (k, PW, bw)
+    rows = h_lo[:, :, None] + torch.arange(bh, device=h_lo.device)  # (k, PH, bh)
+    cols = w_lo[:, :, None] + torch.arange(bw, device=w_lo.device)  # (k, PW, bw)
     inside = ((rows < h_hi[:, :, None])[:, :, None, :, None]
               & (cols < w_hi[:, :, None])[:, None, :, None, :])  # (k, PH, PW, bh, bw)
     index = (batch[:, None, None, None, None] * H
