@@ -71,12 +71,13 @@ def test_nms_output_in_decreasing_score_order():
 def test_nms_threshold_is_strict():
     """IoU exactly equal to the threshold is kept; just above is suppressed."""
     a = [0.0, 0.0, 4.0, 4.0]
-    b = [2.0, 0.0, 6.0, 4.0]  # inter 8, union 24: IoU 1/3, exactly 0.25 for c
-    c = [0.0, 0.0, 4.0, 1.0]  # inside a: inter 4, union 16: IoU 0.25
+    b = [2.0, 0.0, 6.0, 4.0]  # with a: inter 8, union 24, IoU 1/3
+    c = [0.0, 0.0, 4.0, 1.0]  # inside a: inter 4, union 16, IoU exactly 0.25
     scores = torch.tensor([1.0, 0.5])
     assert nms(torch.tensor([a, c]), scores, 0.25).tolist() == [0, 1]
     assert nms(torch.tensor([a, c]), scores, 0.2499).tolist() == [0]
     assert nms(torch.tensor([a, b]), scores, 0.3).tolist() == [0]
+    assert nms(torch.tensor([a, b]), scores, 0.34).tolist() == [0, 1]
 
 
 def test_nms_compares_against_the_threshold_in_double_precision():
