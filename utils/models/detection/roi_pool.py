@@ -23,11 +23,13 @@ Semantics are those of torchvision's ``roi_pool`` CPU kernel:
 
 How it is computed: for RoIs sorted by their largest bin, a chunk at a time,
 every bin's pixels are gathered into a padded ``bh x bw`` window (padding is
-``-inf``) and ``torch.max`` takes the maximum; no loop over RoIs or bins.
+``-inf``), ``argmax`` finds the first maximum and ``gather`` takes it (so the
+gradient goes to that one pixel); no loop over RoIs or bins.
 
-Deviations from torchvision: a nan pixel wins the maximum here (torch.max
-propagates nan; the kernel's ``>`` skips it), and a bin whose pixels are all
-``-inf`` gives ``-inf`` (the kernel: ``-FLT_MAX``, its starting value).
+Deviations from torchvision: a nan pixel wins the maximum here (argmax takes
+nan for the largest value; the kernel's ``>`` skips it), and a bin whose pixels
+are all ``-inf`` gives ``-inf`` with the gradient to its first pixel (the kernel:
+``-FLT_MAX``, its starting value, and no gradient).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def _bin_edges(start: torch.Tensor, size: torch.Tensor, P: int, limit: int, dtyp
 
 def _pool_chunk(table, H, W, batch, h_lo, h_hi, w_lo, w_hi):
     """Max over each bin for a chunk of ``k`` RoIs: ``[k, PH, PW, C]``."""
+    k, PH = h_lo.shape
+    PW = w_lo.shape[1]
     bh = max(int((h_hi - h_lo).max()), 1)
     bw = max(int((w_hi - w_lo).max()), 1)
     rows = h_lo[:, :, None] + torch.arange(bh, device=h_lo.device)  # (k, PH, bh)
@@ -75,13 +79,14 @@ def _pool_chunk(table, H, W, batch, h_lo, h_hi, w_lo, w_hi):
     index = (batch[:, None, None, None, None] * H
              + rows.clamp(max=H - 1)[:, :, None, :, None]) * W \
         + cols.clamp(max=W - 1)[:, None, :, None, :]
-    values = table.index_select(0, index.flatten()).view(*index.shape, -1)
-    # values: (k, PH, PW, bh, bw, C)
-    values = values.masked_fill(~inside[..., None], -torch.inf)
-    # Max over the window: first over columns, then rows. torch.max returns the
-    # first maximum, so the pixel chosen (and given the gradient) is the first
-    # in row-major order, as the kernel's strict ">" scan.
-    best = values.max(dim=4).values.max(dim=3).values  # (k, PH, PW, C)
+    values = table.index_select(0, index.flatten()).view(k, PH, PW, bh * bw, -1)
+    values = values.masked_fill(~inside.view(k, PH, PW, bh * bw, 1), -torch.inf)
+    # argmax returns the first maximum in the window's row-major order: the
+    # pixel the kernel's strict ">" scan keeps, and the one gather passes the
+    # gradient to. (torch.max(dim) would do the same but opens a parallel region
+    # even for tiny tensors, costly on a busy machine.)
+    first = values.argmax(dim=3, keepdim=True)  # (k, PH, PW, 1, C)
+    best = values.gather(3, first).squeeze(3)  # (k, PH, PW, C)
     empty = (h_hi <= h_lo)[:, :, None] | (w_hi <= w_lo)[:, None, :]  # (k, PH, PW)
     return best.masked_fill(empty[..., None], 0)
 
