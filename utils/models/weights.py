@@ -5,14 +5,16 @@
 into a course model. ``python -m data_scripts.weights --root data/weights``
 downloads the files and checks their hashes:
 
-========================================  =====================================
-file                                      course model
-========================================  =====================================
-``vgg16-397923af.pth``                    :class:`VGG16`, FCN (chapter 03)
-``vgg16_bn-6c64b313.pth``                 ``VGG16(batch_norm=True)``, SegNet (05)
-``resnet50-0676ba61.pth``,                :class:`ResNet` at output stride 32,
-``resnet101-63fe2227.pth``                16 or 8 (chapters 07, 08)
-========================================  =====================================
+===========================================  =======================================
+file                                         course model
+===========================================  =======================================
+``vgg16-397923af.pth``                       :class:`VGG16`, FCN (chapter 03)
+``vgg16_bn-6c64b313.pth``                    ``VGG16(batch_norm=True)``, SegNet (05)
+``resnet50-0676ba61.pth``                    ``resnet50(output_stride=32, 16, 8)``
+``resnet101-63fe2227.pth``                   ``resnet101(output_stride=32, 16, 8)``
+``deeplabv3_resnet50_coco-cd0a2569.pth``     DeepLabV3+ (chapter 07 adds its map)
+``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``  Mask R-CNN (chapter 08 adds its map)
+===========================================  =======================================
 
 The protocol
 ------------
@@ -34,21 +36,27 @@ and may have
 Where the course can use torchvision's own names (ResNet), the map is the
 identity; where the paper's names differ (VGG16's ``conv3_2`` is torchvision's
 ``features.12``), it says which is which. A model that holds a backbone
-delegates with a prefix on both sides, as FCN does::
+delegates to it, adding the attribute's name to the backbone's keys, as FCN
+does with torchvision's ``vgg16`` file::
 
     def torchvision_keys(self):
         return {tv: f"backbone.{ours}"
                 for tv, ours in self.backbone.torchvision_keys().items()}
 
-and a file that nests the backbone itself, such as torchvision's
-``deeplabv3_resnet50_coco`` (``backbone.layer1.0.conv1.weight``,
-``classifier.0.convs.0.0.weight``, ..., ``aux_classifier.*``) or
-``maskrcnn_resnet50_fpn_coco`` (``backbone.body.conv1.weight``,
-``backbone.fpn.inner_blocks.0.0.weight``, ``rpn.head.conv.0.0.weight``,
-``roi_heads.box_head.fc6.weight``, ...), is read by a model whose map adds
-the file's prefix to the backbone's keys and lists its heads by name
-(``f"backbone.{tv}": f"backbone.{ours}"`` for the ResNet part). Nothing in the
-loader changes for a new model.
+A file that nests the backbone itself is read by a map that adds the file's
+prefix too, and names the heads it uses; the chapters that add these files
+write such a map, and nothing in the loader changes:
+
+- ``deeplabv3_resnet50_coco`` (chapter 07): ``backbone.<resnet50 key>`` (no
+  ``fc``; output stride 8), ``classifier.0.convs.0.0.weight``, ... (ASPP and
+  head), ``aux_classifier.*`` (ignore it);
+- ``maskrcnn_resnet50_fpn_coco`` (chapter 08): ``backbone.body.<resnet50
+  key>`` (frozen batch norms), ``backbone.fpn.*``, ``rpn.*``, ``roi_heads.*``.
+  torchvision renamed the FPN's and the RPN head's convolutions after this
+  file was published (``fpn.inner_blocks.0.weight`` to
+  ``fpn.inner_blocks.0.0.weight``, ``rpn.head.conv.weight`` to
+  ``rpn.head.conv.0.0.weight``) and renames old keys while loading; the map
+  names the keys the file holds (check them on the file itself).
 
 The loader then copies, all or nothing: every key of the map must be in the
 file, hold a tensor of the model's shape and (for floating-point tensors) a

@@ -20,12 +20,17 @@ Three switches serve the later chapters:
 - ``forward(x, return_indices=True)`` also returns where each pool's maxima
   were, which SegNet's decoder unpools with;
 - ``output_stride`` 16 or 8 trades pools for dilation, as Yu & Koltun's
-  Dilation10 front end does (and DeepLab v1 with pools of stride 1): at 16,
+  Dilation10 front end does (DeepLab v1 keeps them with stride 1): at 16,
   ``pool5`` is removed (``nn.Identity``) and fc6 is dilated by 2; at 8,
   ``pool4`` and ``pool5`` are removed, the three conv5 convolutions are
-  dilated by 2 and fc6 by 4. Each removed pool's output is its input, and a
-  layer after it sees the same pixels as in the undilated network, only
-  evaluated at every position instead of every second or fourth.
+  dilated by 2 and fc6 by 4. Each removed pool's output is its input, and
+  the layers after it are dilated so that their taps stay as far apart in the
+  image as before (fc6's 7x7 taps 32 pixels apart) while they are evaluated 2
+  or 4 times as densely. Unlike ResNet's strided convolutions (see
+  :mod:`~utils.models.backbones.resnet`), a removed max-pool changes the
+  function: the maps are not a denser sampling of the undilated network's,
+  and the ImageNet weights are a starting point to fine-tune from, as in the
+  papers.
 
 ``width`` multiplies every channel count (1.0 = the paper's 64..512 and 4096),
 so that the ``ci`` and ``cpu`` profiles can train a small copy of the same
@@ -160,7 +165,7 @@ class VGG16(nn.Module):
             self.strides["fc7"] = stride
             # fc6 sees a 7x7 window of pool5, exactly like the classifier's first
             # Linear layer sees the whole 7x7 pool5 map of a 224x224 image;
-            # dilated, the same 7x7 taps of the undilated network's pool5.
+            # dilated, its taps stay 32 pixels apart in the image.
             self.fc6 = nn.Conv2d(c5, self.fc_channels, 7, padding=3 * fc6_dilation,
                                  dilation=fc6_dilation)
             self.drop6 = nn.Dropout(dropout)
