@@ -88,8 +88,10 @@ def sh(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     return done
 
 
-def roundtrip(stem: str, work: Path, course_python: str | None) -> list[str]:
+def roundtrip(stem: str, work: Path, course_python: str | None,
+              timeout: int | None = None) -> list[str]:
     nbgrader = [sys.executable, "-m", "nbgrader"]
+    limit = [f"--Execute.timeout={timeout}"] if timeout else []
     env = {**os.environ, "COURSE_ROOT": str(REPO)}
     assignment = f"ps{stem[:2]}"
     shutil.copy(REPO / "teaching" / "nbgrader_config.py", work / "nbgrader_config.py")
@@ -109,7 +111,7 @@ def roundtrip(stem: str, work: Path, course_python: str | None) -> list[str]:
         folder = work / "submitted" / student / assignment
         folder.mkdir(parents=True)
         (folder / f"{stem}.ipynb").write_text(json.dumps(nb))
-    sh(nbgrader + ["autograde", assignment, "--force"], work, env)
+    sh(nbgrader + ["autograde", assignment, "--force", *limit], work, env)
     sh(nbgrader + ["generate_feedback", assignment, "--force"], work, env)
     from nbgrader.api import Gradebook
 
@@ -119,7 +121,8 @@ def roundtrip(stem: str, work: Path, course_python: str | None) -> list[str]:
             ours = ""
             if course_python:
                 done = sh([course_python, "-m", "utils.course", "grade", "--chapter",
-                           stem, str(work / "submitted" / student / assignment /
+                           stem, *(["--timeout", str(timeout)] if timeout else []),
+                           str(work / "submitted" / student / assignment /
                                      f"{stem}.ipynb")], REPO, check=False)
                 found = re.findall(r"score: (\S+)", done.stdout)
                 ours = f"   utils.course grade {found[-1] if found else '?'}"
@@ -134,7 +137,8 @@ def roundtrip(stem: str, work: Path, course_python: str | None) -> list[str]:
     elsewhere.mkdir()
     target = elsewhere / f"{stem}.ipynb"
     target.write_text(json.dumps(kinds["correct"]))
-    done = sh(nbgrader + ["validate", str(target)], elsewhere, bare, check=False)
+    done = sh(nbgrader + ["validate", str(target), *limit], elsewhere, bare,
+              check=False)
     said = "could not be imported" in done.stdout + done.stderr
     lines.append(f"  validate without COURSE_ROOT names the cause: {said}")
     return lines
@@ -146,6 +150,8 @@ def main() -> int:
     parser.add_argument("--course-python", help="the course's Python, to compare "
                         "with python -m utils.course grade")
     parser.add_argument("--keep", type=Path, help="work here and keep the files")
+    parser.add_argument("--timeout", type=int, help="seconds per cell, instead of "
+                        "the config's (for a machine too busy for 300 s)")
     args = parser.parse_args()
     stems = args.chapters or [p.stem for p in sorted((REPO / "solutions").glob(
         "*.ipynb"))]
@@ -154,10 +160,10 @@ def main() -> int:
             work = args.keep / stem
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            lines = roundtrip(stem, work, args.course_python)
+            lines = roundtrip(stem, work, args.course_python, args.timeout)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                lines = roundtrip(stem, Path(tmp), args.course_python)
+                lines = roundtrip(stem, Path(tmp), args.course_python, args.timeout)
         print("\n".join(lines), flush=True)
     return 0
 

@@ -1,12 +1,11 @@
 """Chapter 01's checks pass independent correct answers (written here, not the
 course's copies), refuse the course's own code, and name plausible mistakes."""
 
-import pytest
 import torch
 import torch.nn.functional as F
+from check_helpers import fails, passes
 
 from utils.checks import ch01
-from utils.checks.common import CheckFailed
 from utils.losses import dice_loss
 from utils.metrics import (
     ConfusionMatrix,
@@ -14,13 +13,6 @@ from utils.metrics import (
     match_segments,
     metrics_from_matrix,
 )
-
-
-def fails(check, answer, *words):
-    with pytest.raises(CheckFailed) as info:
-        check(answer)
-    text = str(info.value)
-    assert all(word in text for word in words), text
 
 
 def confusion_loop(pred, target, C, ignore):
@@ -68,12 +60,10 @@ def matches_loop(t, p, void, void_rule=True):
 
 
 def test_the_checks_pass_independent_answers(capsys):
-    ch01.check_confusion_matrix(confusion_loop)
-    ch01.check_iou_from_matrix(iou_loop)
-    ch01.check_dice_loss(dice_own)
-    ch01.check_match_segments(matches_loop)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(line.startswith("✓ ") for line in lines)
+    passes(capsys, (ch01.check_confusion_matrix, confusion_loop),
+           (ch01.check_iou_from_matrix, iou_loop),
+           (ch01.check_dice_loss, dice_own),
+           (ch01.check_match_segments, matches_loop))
 
 
 def test_the_checks_refuse_the_course_s_own_code():

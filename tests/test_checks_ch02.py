@@ -1,23 +1,16 @@
 """Chapter 02's checks pass independent correct answers (written here, not the
 course's copies), refuse the course's own code, and name plausible mistakes."""
 
-import pytest
 import torch
 import torch.nn.functional as F
+from check_helpers import fails, passes
 from torch import nn
 
 from utils.checks import ch02
-from utils.checks.common import CheckFailed
 from utils.models import patch_cnn
 
 P, HALF = 27, 13
 
-
-def fails(check, answer, *words):
-    with pytest.raises(CheckFailed) as info:
-        check(answer)
-    text = str(info.value)
-    assert all(word in text for word in words), text
 
 
 def sliding_window_loop(classify, images):
@@ -46,10 +39,8 @@ def fc_to_conv_own(linear, in_channels, kernel_size, swap=False, bias=True):
 
 
 def test_the_checks_pass_independent_answers(capsys):
-    ch02.check_sliding_window(sliding_window_loop)
-    ch02.check_fc_to_conv(fc_to_conv_own)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line.startswith("✓ ") for line in lines)
+    passes(capsys, (ch02.check_sliding_window, sliding_window_loop),
+           (ch02.check_fc_to_conv, fc_to_conv_own))
 
 
 def test_the_checks_refuse_the_course_s_own_code():

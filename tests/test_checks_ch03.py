@@ -1,21 +1,13 @@
 """Chapter 03's checks pass independent correct answers (written here, not the
 course's copies), refuse the course's own code, and name plausible mistakes."""
 
-import pytest
 import torch
+from check_helpers import fails, passes
 
 from utils.checks import ch03
-from utils.checks.common import CheckFailed
 from utils.models import fcn, upsampling
 from utils.models.fcn import crop_like
 from utils.models.upsampling import bilinear_upsampling
-
-
-def fails(check, answer, *words):
-    with pytest.raises(CheckFailed) as info:
-        check(answer)
-    text = str(info.value)
-    assert all(word in text for word in words), text
 
 
 def kernel_loop(k, factor=None, centre=None):
@@ -68,11 +60,9 @@ class FCN8sOwn(fcn.FCN):
 
 
 def test_the_checks_pass_independent_answers(capsys):
-    ch03.check_bilinear_kernel(kernel_loop)
-    ch03.check_fcn16s(FCN16sOwn)
-    ch03.check_fcn8s(FCN8sOwn)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(line.startswith("✓ ") for line in lines)
+    passes(capsys, (ch03.check_bilinear_kernel, kernel_loop),
+           (ch03.check_fcn16s, FCN16sOwn),
+           (ch03.check_fcn8s, FCN8sOwn))
 
 
 def test_the_checks_refuse_the_course_s_own_code():

@@ -454,6 +454,11 @@ def test_a_blank_release_scores_zero(name, tmp_path):
     assert report.score == 0, [r for r in report.results if r.passed]
     for r in report.results:
         assert re.match(r"CheckFailed: .*not done yet", r.message), r.message
+    for cell in report.executed.cells:  # one short message, no traceback
+        if cell["metadata"].get("nbgrader", {}).get("grade"):
+            (error,) = [o for o in cell["outputs"] if o["output_type"] == "error"]
+            text = "\n".join(error["traceback"])
+            assert "Traceback" not in text and "File " not in text, text
 
 
 def test_a_solution_graded_outside_the_repository_scores_full(tmp_path):
