@@ -92,7 +92,10 @@ def roundtrip(stem: str, work: Path, course_python: str | None,
               timeout: int | None = None) -> list[str]:
     nbgrader = [sys.executable, "-m", "nbgrader"]
     limit = [f"--Execute.timeout={timeout}"] if timeout else []
-    env = {**os.environ, "COURSE_ROOT": str(REPO)}
+    # nbgrader runs its environment's alembic and jupyter by name: as if the
+    # environment were activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = {**os.environ, "PATH": path, "COURSE_ROOT": str(REPO)}
     assignment = f"ps{stem[:2]}"
     shutil.copy(REPO / "teaching" / "nbgrader_config.py", work / "nbgrader_config.py")
     (work / "source" / assignment).mkdir(parents=True)
@@ -129,10 +132,15 @@ def roundtrip(stem: str, work: Path, course_python: str | None,
             lines.append(f"  {student:9s} nbgrader {sub.score:g}/{sub.max_score:g}"
                          f"{ours}")
     html = (work / "feedback" / "blank" / assignment / f"{stem}.html").read_text()
-    lines.append(f"  feedback of the blank submission: {html.count('Check failed')} "
-                 f"'Check failed' messages, {html.count('Traceback')} 'Traceback', "
-                 f"{html.count('utils/checks')} mentions of utils/checks")
-    bare = {k: v for k, v in os.environ.items() if k != "COURSE_ROOT"}
+    graded = json.loads((work / "autograded" / "blank" / assignment /
+                         f"{stem}.ipynb").read_text())
+    errors = [o for c in graded["cells"] if info(c).get("grade")
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    long = [o for o in errors if "most recent call last" in "".join(o["traceback"])]
+    lines.append(f"  blank, as graded: {len(errors)} failing check cells, "
+                 f"{len(long)} with a traceback; the feedback HTML shows "
+                 f"{html.count('Check failed')} 'Check failed' messages")
+    bare = {k: v for k, v in env.items() if k != "COURSE_ROOT"}
     elsewhere = work / "validate"
     elsewhere.mkdir()
     target = elsewhere / f"{stem}.ipynb"
