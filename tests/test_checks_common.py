@@ -59,7 +59,7 @@ def make_check(forbid=(reference_square,), hints=HINTS):
             assert_close(got, reference_square(torch.tensor(x)), f"square({x})")
         ok("square squares")
 
-    check.__name__ = f"check_{next(_COUNTER)}"
+    check.__name__ = check.__qualname__ = f"check_{next(_COUNTER)}"
     return exercise(forbid=forbid, hints=hints)(check)
 
 

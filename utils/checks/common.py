@@ -46,6 +46,7 @@ import functools
 import inspect
 import linecache
 import sys
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,18 @@ class CheckFailed(AssertionError):
     """A failed check: one short message, shown without a traceback."""
 
     def _render_traceback_(self):  # IPython shows these lines instead of a traceback
-        return [f"\x1b[0;31mCheck failed\x1b[0m: {line}" if k == 0 else line
-                for k, line in enumerate(str(self).splitlines())]
+        """The message, "Check failed" in red, wrapped at 80 columns (nbgrader's
+        validate cuts longer lines)."""
+        lines = []
+        for k, line in enumerate(str(self).splitlines()):
+            text = line.lstrip()
+            hang = len(line) - len(text) + (6 if text.startswith("hint: ") else 2)
+            wrapped = textwrap.wrap(("Check failed: " if k == 0 else "") + line, 80,
+                                    subsequent_indent=" " * hang,
+                                    break_long_words=False, break_on_hyphens=False)
+            lines += wrapped or [""]
+        lines[0] = lines[0].replace("Check failed", "\x1b[0;31mCheck failed\x1b[0m", 1)
+        return lines
 
 
 class _UsesReference(BaseException):
@@ -77,6 +88,7 @@ class _Exercise:
     hints: tuple[str, ...]
     codes: set = field(default_factory=set)  # code objects of ``forbid``
     builtins: set = field(default_factory=set)  # C functions of ``forbid``
+    key: str = ""  # module.name: what the failures of this check are counted by
 
 
 _CURRENT: contextvars.ContextVar[_Exercise | None] = contextvars.ContextVar(
@@ -118,7 +130,8 @@ def exercise(*, forbid=(), hints=()):
         @functools.wraps(check)
         def run(*args, **kwargs):
             codes, builtins = _collect(forbid)
-            ex = _Exercise(check.__name__, tuple(forbid), hints, codes, builtins)
+            ex = _Exercise(check.__name__, tuple(forbid), hints, codes, builtins,
+                           f"{check.__module__}.{check.__qualname__}")
             token = _CURRENT.set(ex)
             try:
                 return check(*args, **kwargs)
@@ -142,10 +155,10 @@ def exercise(*, forbid=(), hints=()):
 def _with_hints(ex: _Exercise, message: str) -> CheckFailed:
     """The failure with its hint: a diagnosis given by the check, else the hints
     of the tiers reached so far (one more per failed run of this check)."""
-    _FAILURES[ex.name] += 1
+    _FAILURES[ex.key] += 1
     if "\n  hint: " in message:  # the check diagnosed the mistake itself
         return CheckFailed(message)
-    shown = ex.hints[: _FAILURES[ex.name]]
+    shown = ex.hints[: _FAILURES[ex.key]]
     lines = [message] + [f"  hint: {h}" for h in shown]
     if len(shown) < len(ex.hints):
         lines.append("  (run the check again for a further hint)")

@@ -291,6 +291,12 @@ def _failure(cell, status: str | None) -> str:
         return ""
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
-            first = (str(output.get("evalue", "")).strip().splitlines() or [""])[0]
-            return f"{output.get('ename', 'Error')}: {first}".rstrip(": ")
+            name, lines = output.get("ename", "Error"), \
+                str(output.get("evalue", "")).strip().splitlines() or [""]
+            # A check's first line says what failed (its hints follow); any
+            # other error (a missing utils/, say) is given whole.
+            text = lines[0] if name == "CheckFailed" else " ".join(
+                line.strip() for line in lines)
+            text = text if len(text) <= 240 else text[:240] + " ..."
+            return f"{name}: {text}".rstrip(": ")
     return "failed (no error shown)"

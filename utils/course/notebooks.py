@@ -43,9 +43,9 @@ try:
     from utils.checks import {module} as checks
 except Exception as err:
     class NoCourse:  # stands in for the checks: each one raises the cause
-        cause = (f"the course's utils/ could not be imported ({{err}}) from "
-                 f"{{ROOT or 'this folder or the ones above'}}: open this notebook "
-                 "inside the course's folder, or set COURSE_ROOT to that folder")
+        cause = ("the course's utils/ could not be imported.\\n"
+                 "Open this notebook inside the course's folder, or set COURSE_ROOT "
+                 f"to it.\\n({{err}}; looked in {{ROOT or 'this folder and above'}})")
 
         def __getattr__(self, name):
             raise ModuleNotFoundError(self.cause)
