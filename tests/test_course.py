@@ -304,6 +304,11 @@ def test_compare_finds_every_kind_of_tampering():
     nb = solved()
     nb["cells"].insert(2, code("setattr(checks, 'check_double', print)\n"))
     cases["setattr on checks"] = (nb, "99_test-check-1", "tampered")
+    nb = solved()
+    disguised = code("checks = None\n")
+    disguised["metadata"]["nbgrader"] = {"grade_id": "99_test-setup", "locked": True}
+    nb["cells"].insert(2, disguised)
+    cases["a cell disguised as the setup cell"] = (nb, "99_test-check-1", "tampered")
     for name, (nb, grade_id, word) in cases.items():
         problems, positions, _ = compare(course, nb)
         assert problems.get(grade_id, "").startswith(word), (name, problems)

@@ -194,9 +194,12 @@ def compare(course: dict, submission: dict) -> tuple[dict[str, str], dict[str, i
             notes.append(f"cell {index} calls itself graded ({info.get('grade_id')}) "
                          "but the course's notebook has no such check: ignored")
     graded = set(positions.values())
+    setup = next((_text(c) for c in course["cells"]
+                  if str(_info(c).get("grade_id", "")).endswith("-setup")), None)
     for index, cell in enumerate(cells):
-        if cell.get("cell_type") != "code" or index in graded or \
-                _info(cell).get("grade_id", "").endswith("-setup"):
+        if cell.get("cell_type") != "code" or index in graded:
+            continue
+        if setup is not None and _same(_text(cell), setup):  # the course's own
             continue
         where = _learner_cell_tampers(_text(cell))
         if where:
