@@ -171,3 +171,31 @@ class FCN8s(FCN):
         fuse_pool3 = score_pool3 + crop_like(upscore_pool4, score_pool3)  # (same)
         score = self.upscore8(fuse_pool3)  # (B, K, >=H, >=W)
         return score[:, :, :H, :W]  # (B, K, H, W)
+
+
+def init_from(finer: FCN, coarser: FCN) -> list[str]:
+    """Start ``finer`` (FCN-16s or FCN-8s) from a trained ``coarser`` FCN: the
+    paper's stage-wise training (FCN-32s -> FCN-16s -> FCN-8s).
+
+    Copies every parameter and buffer that the two share by name and shape (the
+    backbone, ``score_fr``, and from FCN-16s ``score_pool4`` and ``upscore2``);
+    the new skip's scoring layer stays at zero and its 2x upsampling at
+    bilinear, so before any training ``finer`` predicts what ``coarser`` does,
+    up to the difference between one bilinear upsampling by 32 and two steps
+    (2 then 16). Returns the names copied. Raises ``ValueError`` if the two have
+    different numbers of classes or widths (nothing copied then).
+    """
+    if not isinstance(finer, FCN) or not isinstance(coarser, FCN):
+        raise TypeError(f"init_from takes two FCNs, got {type(finer).__name__} "
+                        f"and {type(coarser).__name__}")
+    mine, theirs = finer.state_dict(), coarser.state_dict()
+    for name in ("score_fr.weight", "backbone.fc7.weight"):
+        if mine[name].shape != theirs[name].shape:
+            raise ValueError(
+                f"init_from needs the same classes and width: {name} is "
+                f"{list(theirs[name].shape)} in the {type(coarser).__name__}, "
+                f"{list(mine[name].shape)} in the {type(finer).__name__}")
+    copied = [name for name, value in theirs.items()
+              if name in mine and mine[name].shape == value.shape]
+    finer.load_state_dict({**mine, **{name: theirs[name] for name in copied}})
+    return copied
