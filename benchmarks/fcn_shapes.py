@@ -107,7 +107,8 @@ def main(argv=None) -> None:
               f"{results[name]['boundary_iou']:.3f} ({seconds:.0f} s)", flush=True)
     wall, cpu = time.perf_counter() - start_all, time.process_time() - cpu_all
     print(f"\nwall time {wall:.0f} s, CPU time {cpu:.0f} s\n")
-    print("| model | epochs | mIoU | boundary IoU (3 px) | parameters | training time |")
+    print("| model | epochs | mIoU | boundary IoU (3 px) | parameters "
+          "| training time |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['epochs']} | {r['miou']:.3f} | {r['boundary_iou']:.3f} "
