@@ -126,4 +126,7 @@ def test_the_stub_is_not_done_yet_and_spends_no_hint():
     def stub(*args):
         raise NotImplementedError()
     text = fails(ch00.check_colorize, stub, "not done yet")
-    assert "hint: " not in text  # the exercise's text has the first hint
+    # The exercise's text has the first hint: none of the tiers is shown, only
+    # what to do.
+    assert "cell above" in text
+    assert not any(tier in text for tier in ch00.check_colorize.hints)

@@ -194,7 +194,8 @@ def test_not_done_yet_names_the_stub_and_spends_no_tier():
         raise NotImplementedError()
     check = make_check()
     text = message(check, stub)
-    assert "not done yet" in text and "hint:" not in text
+    assert "not done yet" in text and "cell above" in text
+    assert "tier one" not in text
     assert message(check, stub) == text  # run again: still no tier spent
     # The first real attempt gets the first tier.
     assert "tier one" in message(check, lambda x: x + x)

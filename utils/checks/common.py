@@ -39,8 +39,8 @@ and gets, without writing it again:
   "uses the reference": also through an alias, a subclass or a thin wrapper,
   since what is watched is the code being run, not a name.
 - **not done yet.** ``NotImplementedError`` (the student notebook's stub)
-  gives "not done yet" and no hint: the exercise's text has one already, and
-  a tier is only spent on an attempt.
+  gives "not done yet" and what to do, but none of the tiered hints: the
+  exercise's text has one already, and a tier is only spent on an attempt.
 
 What a check may not do: test code the chapter gives. A chapter that gives a
 model pins it to the canonical copy with :func:`assert_same_model` in a plain
@@ -221,8 +221,9 @@ def learner(fn, *args, what: str, diagnose=None, **kwargs):
              hint="leave sys.setprofile alone while the check runs")
     except NotImplementedError:
         raise _NotDone(f"{what}: the exercise is not done yet (it still raises "
-                       "NotImplementedError): write it in the cell above, run that "
-                       "cell, then this one; the exercise's text has a hint") from None
+                       "NotImplementedError)\n  hint: write it in the cell above, run "
+                       "that cell, then this one; the exercise's text has a hint, "
+                       "and each failed attempt here shows one more") from None
     except CheckFailed:
         raise
     except Exception as err:
