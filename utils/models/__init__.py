@@ -8,12 +8,15 @@ adds a model.
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from utils.models.backbones.vgg import VGG16
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
 from utils.models.tiny_fcn import TinyFCN
+from utils.models.unet import UNet
 from utils.models.weights import load_vgg16_torchvision
 
 MODELS = {
@@ -22,6 +25,8 @@ MODELS = {
     "fcn32s": FCN32s,  # chapter 03
     "fcn16s": FCN16s,  # chapter 03
     "fcn8s": FCN8s,  # chapter 03
+    # chapter 04; "same" padding, so that the output has the input's size
+    "unet": functools.partial(UNet, padding="same"),
 }
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "FCN32s",
     "PatchCNN",
     "TinyFCN",
+    "UNet",
     "build_model",
     "load_vgg16_torchvision",
 ]
