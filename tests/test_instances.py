@@ -32,7 +32,8 @@ def flood_fill(mask, connectivity):
                     a, b = queue.popleft()
                     for dy, dx in steps:
                         u, v = a + dy, b + dx
-                        if 0 <= u < H and 0 <= v < W and mask[u][v] and not labels[u][v]:
+                        inside = 0 <= u < H and 0 <= v < W
+                        if inside and mask[u][v] and not labels[u][v]:
                             labels[u][v] = n
                             queue.append((u, v))
     return torch.tensor(labels)
@@ -102,7 +103,7 @@ def test_matching_merges_splits_and_f1_on_a_hand_made_case():
     assert (r["tp"], r["fp"], r["fn"]) == (1, 4, 4)
     assert (r["merged"], r["split"]) == (2, 1)
     assert r["f1"] == pytest.approx(2 / (2 + 4 + 4))
-    assert r["precision"] == pytest.approx(1 / 5) and r["recall"] == pytest.approx(1 / 5)
+    assert r["precision"] == r["recall"] == pytest.approx(1 / 5)
     perfect = match_instances(true * 3, true)  # ids need not agree
     assert perfect["f1"] == 1.0 and perfect["merged"] == perfect["split"] == 0
     empty = match_instances(torch.zeros_like(true), torch.zeros_like(true))

@@ -159,7 +159,8 @@ def test_parameter_count_at_width_1():
 
 @pytest.mark.parametrize("size", [(1, 1), (31, 47), (65, 33), (64, 96)])
 def test_same_padding_keeps_any_size(size):
-    for model in (UNet(7, width=1 / 16, padding="same"), MODELS["unet"](7, width=0.0625)):
+    for model in (UNet(7, width=1 / 16, padding="same"),
+                  MODELS["unet"](7, width=0.0625)):
         with torch.no_grad():
             out = model.eval()(torch.rand(2, 3, *size))
         assert out.shape == (2, 7, *size) and torch.isfinite(out).all()
@@ -205,8 +206,8 @@ def test_mirror_pad_is_reflect_padding_of_any_width():
     assert got.shape == (2, 3, 25, 27)
     for r in range(25):
         for c in range(27):
-            torch.testing.assert_close(
-                got[..., r, c], x[..., naive_reflect(5, r - 11), naive_reflect(7, c - 20)])
+            source = x[..., naive_reflect(5, r - 11), naive_reflect(7, c - 20)]
+            torch.testing.assert_close(got[..., r, c], source)
     with pytest.raises(ValueError, match="1x7"):
         mirror_pad(torch.rand(1, 7), 1, 0, 0, 0)
 

@@ -107,7 +107,8 @@ def test_weight_map_rejects_non_binary_targets():
     with pytest.raises(ValueError, match="instances"):
         instance_distances(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="panoptic"):
-        with_separation_target(torch.zeros(3, 2, 2), torch.zeros(2, 2, dtype=torch.long))
+        with_separation_target(torch.zeros(3, 2, 2),
+                               torch.zeros(2, 2, dtype=torch.long))
 
 
 def test_separation_target_from_a_panoptic_cells_sample():

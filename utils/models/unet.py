@@ -41,7 +41,6 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from utils.models.backbones.vgg import scaled
