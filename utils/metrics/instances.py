@@ -190,3 +190,18 @@ def instance_scores(preds, trues, ignores=None, iou_threshold: float = 0.5) -> d
     total["recall"] = tp / total["num_true"] if total["num_true"] else 1.0
     total["f1"] = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
     return total
+
+
+def remove_small(instances: torch.Tensor, min_area: int) -> torch.Tensor:
+    """``instances`` (``[H, W]`` or ``[B, H, W]``, 0 = none) with every object
+    of fewer than ``min_area`` pixels set to 0 (ids kept): specks of a noisy
+    prediction are not objects."""
+    if instances.is_floating_point():
+        raise ValueError(f"instances must be integer, got {instances.dtype}")
+    flat = instances.reshape(len(instances) if instances.ndim == 3 else 1, -1)
+    out = flat.clone()
+    for b in range(len(flat)):
+        ids, inverse, counts = torch.unique(flat[b], return_inverse=True,
+                                            return_counts=True)
+        out[b][(counts[inverse] < min_area) & (flat[b] > 0)] = 0
+    return out.view(instances.shape)

@@ -267,3 +267,26 @@ def _tile_starts(size: int, tile: int, step: int) -> list[int]:
     while starts[-1] + tile < size:
         starts.append(starts[-1] + step)
     return starts
+
+
+class MirrorPadded(nn.Module):
+    """A valid U-Net that first mirror-pads its input by :data:`MARGIN` on
+    every side: scores ``[B, K, H, W]`` for images ``[B, C, H, W]`` whose
+    ``H + 184`` and ``W + 184`` are legal (``H = 16 k + 4``: 52, 68, 84, ...).
+
+    This is one tile of the overlap-tile strategy, the whole image in one go:
+    how the chapter trains the valid U-Net on 68x68 Cells images with targets
+    of their own size, so that the course's ``fit`` and metrics apply as they
+    are.
+    """
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        if getattr(unet, "padding", "valid") != "valid":
+            raise ValueError("MirrorPadded is for a U-Net with padding='valid'")
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        x = mirror_pad(x, MARGIN, MARGIN, MARGIN, MARGIN)  # (B, C, H + 184, W + 184)
+        return self.unet(x)  # (B, K, H, W)
