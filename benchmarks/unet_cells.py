@@ -25,6 +25,7 @@ from utils.losses import pixel_weighted_cross_entropy
 from utils.losses.weight_map import unet_weight_map, with_separation_target
 from utils.metrics.instances import (
     connected_components,
+    grow_labels,
     instance_scores,
     remove_small,
 )
@@ -46,12 +47,13 @@ def weighted_loss(w0: float):
 
 
 def count_cells(model, held_out, device) -> dict:
-    """Connected components of the predicted cells against the true cells."""
+    """Connected components of the predicted cells, specks removed and grown
+    back by the one-pixel separation border, against the true cells."""
     images = torch.stack([held_out[i][0] for i in range(len(held_out))])
     panoptic = torch.stack([held_out[i][1] for i in range(len(held_out))])
     pred = predict(model, images, device)
-    objects = remove_small(connected_components(pred == 1),
-                           held_out.config.min_visible)
+    objects = grow_labels(remove_small(connected_components(pred == 1),
+                                       held_out.config.min_visible))
     return instance_scores(objects, panoptic[..., 1], panoptic[..., 0] == 255)
 
 

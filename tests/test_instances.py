@@ -8,9 +8,11 @@ import torch
 
 from utils.metrics.instances import (
     connected_components,
+    grow_labels,
     instance_scores,
     match_instances,
     overlap_matrix,
+    remove_small,
 )
 
 
@@ -132,3 +134,22 @@ def test_scores_pool_counts_over_images():
         instance_scores([a, b], [a])
     with pytest.raises(ValueError, match="one shape"):
         match_instances(a, b[:, :3])
+
+
+def test_remove_small_and_grow_labels():
+    objects = torch.zeros(7, 9, dtype=torch.long)
+    objects[1:4, 1:4] = 3  # 9 pixels
+    objects[5, 8] = 4  # a speck
+    objects[1:3, 5:7] = 9  # 4 pixels, two columns right of object 3
+    kept = remove_small(objects, 4)
+    assert kept.unique().tolist() == [0, 3, 9]
+    assert remove_small(objects[None], 5)[0].unique().tolist() == [0, 3]
+    grown = grow_labels(kept)
+    expected = torch.zeros_like(kept)
+    expected[0:5, 0:5] = 3  # each object gains its 8-neighbourhood ring
+    expected[0:4, 4:8] = 9  # column 4 is reached by both: the larger id wins
+    expected[kept > 0] = kept[kept > 0]
+    assert torch.equal(grown, expected)
+    assert torch.equal(grow_labels(kept[None], 2)[0], grow_labels(grown))
+    with pytest.raises(ValueError, match="integer"):
+        grow_labels(kept.float())

@@ -72,6 +72,14 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(68, 256, 64, 8, 4, 0.125, 2e-3),
         "gpu": Budget(196, 2048, 256, 30, 4, 1.0, 5e-4),
     },
+    # Chapter 05 trains FCN-8s, U-Net and SegNet (with and without median
+    # frequency balancing) on Shapes, each with chapter 03's budget, so that
+    # the comparison with chapter 03's FCN-8s is like for like.
+    "05_segnet": {
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
 }
 
 

@@ -205,3 +205,21 @@ def remove_small(instances: torch.Tensor, min_area: int) -> torch.Tensor:
                                             return_counts=True)
         out[b][(counts[inverse] < min_area) & (flat[b] > 0)] = 0
     return out.view(instances.shape)
+
+
+def grow_labels(instances: torch.Tensor, pixels: int = 1) -> torch.Tensor:
+    """``instances`` (``[H, W]`` or ``[B, H, W]``, 0 = none) with every object
+    grown by ``pixels`` into the background around it (8-neighbourhood, one
+    pixel per step; where two objects reach the same pixel, the larger id
+    takes it). Undoes the separation borders of
+    :func:`utils.losses.weight_map.separation_target` on a prediction, whose
+    objects then cover the cells they stand for."""
+    if instances.is_floating_point() or instances.ndim not in (2, 3):
+        raise ValueError(f"instances must be integer [H, W] or [B, H, W], got "
+                         f"{instances.dtype} {list(instances.shape)}")
+    x = (instances[None] if instances.ndim == 2 else instances).long()
+    for _ in range(pixels):
+        # max-pool of int64 labels: exact (no float round trip)
+        around = torch.nn.functional.max_pool2d(x[:, None], 3, 1, 1)[:, 0]
+        x = torch.where(x > 0, x, around)
+    return x[0] if instances.ndim == 2 else x

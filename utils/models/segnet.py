@@ -108,10 +108,13 @@ class SegNet(nn.Module):
         self.decoder3 = decoder_stage(stage_in[3], _scaled(3, width), None)
         self.decoder2 = decoder_stage(stage_in[2], _scaled(2, width), None)
         self.decoder1 = decoder_stage(stage_in[1], _scaled(1, width), num_classes)
-        for m in self.modules():  # the encoder initialises itself
-            if isinstance(m, nn.Conv2d) and not _inside(m, self.encoder):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        for decoder in (self.decoder5, self.decoder4, self.decoder3, self.decoder2,
+                        self.decoder1):  # the encoder initialises itself
+            for m in decoder.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in",
+                                            nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -149,7 +152,3 @@ class SegNet(nn.Module):
 
 def _scaled(stage: int, width: float) -> tuple[int, ...]:
     return tuple(scaled(c, width) for c in DECODER_CHANNELS[stage])
-
-
-def _inside(module: nn.Module, parent: nn.Module) -> bool:
-    return any(module is m for m in parent.modules())
