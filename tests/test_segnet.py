@@ -2,11 +2,20 @@
 (ties, odd sizes), the model's shapes, parameter count, torchvision-format
 weights, and the memory its decoder keeps."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from utils.models.segnet import max_unpool
+sys.path.insert(0, str(Path(__file__).parent))
+from torchvision_format import CFG_D, vgg_state_dict
+
+from utils.models import MODELS, load_torchvision
+from utils.models.segnet import SegNet, max_unpool
+from utils.models.unet import UNet
 
 
 def naive_unpool(x, indices, size):
@@ -72,3 +81,113 @@ def test_the_output_size_is_needed_for_odd_sides():
         max_unpool(pooled, indices, (2, 2))
     with pytest.raises(ValueError, match="int64"):
         max_unpool(pooled, indices.int(), (5, 5))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 47), (65, 33), (64, 96)])
+def test_segnet_keeps_any_size(size):
+    for model in (SegNet(5, width=1 / 16), MODELS["segnet"](5, width=0.0625)):
+        with torch.no_grad():
+            out = model.eval()(torch.rand(2, 3, *size))
+        assert out.shape == (2, 5, *size) and torch.isfinite(out).all()
+
+
+def test_segnet_is_its_encoder_then_unpool_and_convolve():
+    """A step-by-step recomputation with torch's own unpooling."""
+    torch.manual_seed(0)
+    model = SegNet(3, width=1 / 16).eval()
+    x = torch.rand(2, 3, 45, 70)
+    with torch.no_grad():
+        f = model.encoder((x - model.mean) / model.std, return_indices=True)
+        y = f["pool5"]
+        for n in range(5, 0, -1):
+            y = F.max_unpool2d(y, f[f"indices{n}"], 2,
+                               output_size=f[f"conv{n}"].shape[-2:])
+            y = getattr(model, f"decoder{n}")(y)
+        assert torch.equal(model(x), y)
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(layers) == 26  # 13 in the encoder, 12 in the decoder, 1 classifier
+
+
+def test_parameter_count_at_width_1():
+    """The paper's 29.5M (CamVid, 11 classes), counted layer by layer: the
+    encoder's 13 convolutions with batch norm, the decoder's 12 with batch
+    norm, and a final 3x3 convolution to the classes."""
+    def conv(a, b):
+        return 9 * a * b + b
+
+    encoder = [(a, b) for a, b in zip([3] + [v for v in CFG_D if v != "M"][:-1],
+                                      [v for v in CFG_D if v != "M"])]
+    decoder = [(512, 512), (512, 512), (512, 512), (512, 512), (512, 512),
+               (512, 256), (256, 256), (256, 256), (256, 128), (128, 128),
+               (128, 64), (64, 64)]
+    K = 11
+    weights = sum(conv(a, b) for a, b in encoder + decoder) + conv(64, K)
+    norms = sum(2 * b for _, b in encoder + decoder)  # scale and shift
+    with torch.device("meta"):
+        model = SegNet(K)
+    got = sum(p.numel() for p in model.parameters())
+    assert got == weights + norms == 29_449_355
+    stats = sum(m.running_mean.numel() + m.running_var.numel()
+                for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert got + stats == 29_465_227  # 29.5M with the batch-norm statistics
+
+
+def reference_vgg16_bn_pool5(sd, x):
+    """torchvision's vgg16_bn features (evaluation) from its state dict, with
+    ceil-mode pools (equal to torchvision's on sides divisible by 32)."""
+    index = 0
+    for v in CFG_D:
+        if v == "M":
+            x = F.max_pool2d(x, 2, ceil_mode=True)
+            index += 1
+            continue
+        x = F.conv2d(x, sd[f"features.{index}.weight"], sd[f"features.{index}.bias"],
+                     padding=1)
+        p = f"features.{index + 1}"
+        x = F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"],
+                         sd[f"{p}.weight"], sd[f"{p}.bias"], training=False)
+        x = F.relu(x)
+        index += 3
+    return x
+
+
+def test_torchvision_vgg16_bn_weights_load_into_the_encoder(tmp_path):
+    sd = vgg_state_dict(width=1 / 16, batch_norm=True, seed=3)
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(sd, path)
+    model = SegNet(4, width=1 / 16)
+    decoder_before = model.decoder1.classifier.weight.clone()
+    model.load_pretrained(path)
+    model.eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        got = model.encoder((x - model.mean) / model.std)["pool5"]
+        expected = reference_vgg16_bn_pool5(sd, (x - model.mean) / model.std)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(model.decoder1.classifier.weight, decoder_before)
+    with pytest.raises(ValueError, match="features"):
+        load_torchvision(SegNet(4, width=1 / 16), vgg_state_dict(1 / 16, seed=3))
+
+
+def test_indices_keep_half_the_bytes_of_unets_maps_per_stage():
+    """The chapter's memory table: int64 indices of a 2x2 pool are a quarter
+    of the values at twice the bytes of U-Net's float32 map at each stage."""
+    with torch.device("meta"), torch.no_grad():
+        x = torch.empty(1, 3, 360, 480)
+        f = SegNet(11).encoder(x, return_indices=True)
+        unet = UNet(2, width=1.0, padding="same")
+        y, kept = x, []
+        for n, block in enumerate([unet.down1, unet.down2, unet.down3, unet.down4]):
+            y = block(y if n == 0 else unet.pool(y))
+            kept.append(y.numel() * y.element_size())
+    for n in range(1, 5):
+        indices = f[f"indices{n}"]
+        assert indices.dtype == torch.int64
+        assert 2 * indices.numel() * indices.element_size() == kept[n - 1]
+
+
+def test_segnet_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        SegNet(3, width=1 / 16)(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="num_classes"):
+        SegNet(0)
