@@ -12,12 +12,15 @@ import functools
 
 from torch import nn
 
+from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
+from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
+from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
 from utils.models.unet import UNet
-from utils.models.weights import load_vgg16_torchvision
+from utils.models.weights import load_torchvision
 
 MODELS = {
     "tiny_fcn": TinyFCN,  # chapter 00
@@ -27,19 +30,25 @@ MODELS = {
     "fcn8s": FCN8s,  # chapter 03
     # chapter 04; "same" padding, so that the output has the input's size
     "unet": functools.partial(UNet, padding="same"),
+    "segnet": SegNet,  # chapter 05
 }
 
 __all__ = [
     "MODELS",
     "VGG16",
+    "ResNet",
+    "resnet50",
+    "resnet101",
+    "FrozenBatchNorm2d",
     "FCN8s",
     "FCN16s",
     "FCN32s",
     "PatchCNN",
+    "SegNet",
     "TinyFCN",
     "UNet",
     "build_model",
-    "load_vgg16_torchvision",
+    "load_torchvision",
 ]
 
 

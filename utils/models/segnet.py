@@ -36,7 +36,7 @@ from torch import nn
 
 from utils.models.backbones.vgg import VGG16, scaled
 from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD
-# TEMP until main has load_torchvision: imported in load_pretrained
+from utils.models.weights import load_torchvision
 
 # Decoder stage n (5 down to 1): the output channels of its convolutions at
 # width 1; the last of stage 1 scores the classes instead.
@@ -146,7 +146,6 @@ class SegNet(nn.Module):
     def load_pretrained(self, path) -> None:
         """Load torchvision's ImageNet ``vgg16_bn`` weights into the encoder (the
         decoder keeps its initialisation)."""
-        from utils.models.weights import load_torchvision
         load_torchvision(self, path)
 
 
