@@ -14,6 +14,7 @@ from utils.checks import ch04, ch05
 from utils.checks.common import CheckFailed
 from utils.losses import median_frequency_weights, weight_map
 from utils.models import segnet, unet
+from utils.models.backbones.vgg import VGG16
 
 # --- chapter 04 -------------------------------------------------------------
 
@@ -323,3 +324,65 @@ def test_median_frequency_check(capsys):
 
     with pytest.raises(CheckFailed, match="inf or NaN"):
         ch05.check_median_frequency(divides_by_zero)
+
+
+class MySegNet(nn.Module):
+    """An independent SegNet with the canonical parameter names."""
+
+    def __init__(self, num_classes, width=1.0, upsample=my_unpool):
+        super().__init__()
+        self.upsample = upsample
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(
+            1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(
+            1, 3, 1, 1), persistent=False)
+        self.encoder = VGG16(width, batch_norm=True, classifier=False)
+        plan = {5: [512, 512, 512], 4: [512, 512, 256], 3: [256, 256, 128],
+                2: [128, 64], 1: [64]}
+        for n, outs in plan.items():
+            layers, c = OrderedDict(), self.encoder.channels[f"conv{n}"]
+            for k, cout in enumerate(outs, start=1):
+                cout = max(1, round(cout * width))
+                layers[f"conv{k}"] = nn.Conv2d(c, cout, 3, padding=1)
+                layers[f"bn{k}"] = nn.BatchNorm2d(cout)
+                layers[f"relu{k}"] = nn.ReLU()
+                c = cout
+            if n == 1:
+                layers["classifier"] = nn.Conv2d(c, num_classes, 3, padding=1)
+            setattr(self, f"decoder{n}", nn.Sequential(layers))
+
+    def forward(self, x):
+        f = self.encoder((x - self.mean) / self.std, return_indices=True)
+        y = f["pool5"]
+        for n in (5, 4, 3, 2, 1):
+            y = self.upsample(y, f[f"indices{n}"], tuple(f[f"conv{n}"].shape[-2:]))
+            y = getattr(self, f"decoder{n}")(y)
+        return y
+
+
+def test_segnet_check(capsys):
+    ch05.check_segnet(MySegNet)
+    assert capsys.readouterr().out.startswith("✓ SegNet")
+
+    class Canonical(segnet.SegNet):
+        pass
+
+    with pytest.raises(CheckFailed, match="calls"):
+        ch05.check_segnet(Canonical)
+
+    def nearest(y, indices, size):  # indices thrown away
+        return F.interpolate(y, size=size, mode="nearest")
+
+    with pytest.raises(CheckFailed, match="values differ"):
+        ch05.check_segnet(lambda k, w: MySegNet(k, w, upsample=nearest))
+
+    class NoNorm(MySegNet):  # the decoder without batch norm
+        def __init__(self, *args):
+            super().__init__(*args)
+            for n in range(1, 6):
+                kept = [(k, m) for k, m in getattr(self, f"decoder{n}").named_children()
+                        if not k.startswith("bn")]
+                setattr(self, f"decoder{n}", nn.Sequential(OrderedDict(kept)))
+
+    with pytest.raises(CheckFailed, match="layers differ"):
+        ch05.check_segnet(NoNorm)

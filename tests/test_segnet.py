@@ -171,9 +171,10 @@ def test_torchvision_vgg16_bn_weights_load_into_the_encoder(tmp_path):
 
 def test_indices_keep_half_the_bytes_of_unets_maps_per_stage():
     """The chapter's memory table: int64 indices of a 2x2 pool are a quarter
-    of the values at twice the bytes of U-Net's float32 map at each stage."""
+    of the values at twice the bytes of U-Net's float32 map at each stage
+    (exactly, where the stage's sides are even: 384 x 512 here)."""
     with torch.device("meta"), torch.no_grad():
-        x = torch.empty(1, 3, 360, 480)
+        x = torch.empty(1, 3, 384, 512)
         f = SegNet(11).encoder(x, return_indices=True)
         unet = UNet(2, width=1.0, padding="same")
         y, kept = x, []
