@@ -9,6 +9,9 @@ IoU of the two thinnest classes and training time (wall and CPU).
 
     COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes
     COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes --models unet --epochs 8
+    COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes --models unet --width 0.25
+    COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes --models fcn8s segnet \\
+        --image-size 128
 
 U-Net uses "same" padding here (the command line's ``unet``): Shapes' 64-pixel
 images would otherwise be mirror-padded into 252-pixel tiles. On a shared
@@ -72,11 +75,17 @@ def main(argv=None) -> None:
                         choices=sorted(NAMES))
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs instead of the budget's (to see the trend)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="width instead of the budget's (to compare at equal "
+                             "parameters)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="image side instead of the budget's (SegNet's pool5 "
+                             "is 2x2 on 64-pixel images)")
     args = parser.parse_args(argv)
     rt = runtime.setup("05_segnet")
-    b = budget("03_fcn", rt.profile)
-    if args.epochs is not None:
-        b = budget("03_fcn", rt.profile, epochs=args.epochs)
+    changes = {k: v for k, v in (("epochs", args.epochs), ("width", args.width),
+                                 ("image_size", args.image_size)) if v is not None}
+    b = budget("03_fcn", rt.profile, **changes)
     K = shapes.NUM_CLASSES
     config = shapes.ShapesConfig(image_size=b.image_size)
     train_set = shapes.Shapes("train", b.train_size, config)
