@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from utils.checks.common import assert_close, exercise, fail, learner, ok
+from utils.checks.common import (
+    assert_close,
+    assert_same_model,
+    exercise,
+    fail,
+    learner,
+    ok,
+)
 from utils.losses import weight_map
 from utils.models import unet
 
@@ -64,18 +71,9 @@ def check_unet(cls) -> None:
     torch.manual_seed(6)
     ref = unet.UNet(2, in_channels=3, width=1 / 16).eval()
     mine = learner(cls, 2, 3, 1 / 16, what="UNet(2, 3, 1/16)")
-    try:
-        mine.load_state_dict(ref.state_dict())
-    except RuntimeError as err:
-        fail(f"UNet's layers differ from utils.models.unet.UNet's: "
-             f"{str(err).splitlines()[0]}")
-    mine.eval()
-    for size in ((188, 188), (204, 236)):
-        x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(7))
-        what = f"UNet on a {size[0]}x{size[1]} tile"
-        with torch.no_grad():
-            got = learner(mine, x, what=what)
-            assert_close(got, ref(x), what, atol=1e-5, rtol=1e-4)
+    g = torch.Generator().manual_seed(7)
+    tiles = [torch.rand(1, 3, h, w, generator=g) for h, w in ((188, 188), (204, 236))]
+    assert_same_model(mine, ref, tiles, "UNet")
     ok("UNet gives utils.models.unet.UNet's scores on 188x188 and 204x236 tiles")
 
 

@@ -325,3 +325,22 @@ def call(fn, *args, what: str, hint: str):
         return learner(fn, *args, what=what)
     except CheckFailed as err:
         raise CheckFailed(f"{err}\n  hint: {hint}") from None
+
+
+def assert_same_model(mine, ref, inputs, name: str, atol=1e-5, rtol=1e-4) -> None:
+    """The learner's model ``mine`` (built by :func:`learner`) against the
+    canonical ``ref``: ``ref``'s weights must load into it (same layers, same
+    names), and on each input of ``inputs`` both give the same outputs in
+    evaluation mode. ``name`` names the model in the messages."""
+    try:
+        mine.load_state_dict(ref.state_dict())
+    except RuntimeError as err:
+        fail(f"{name}'s layers differ from the canonical {name}'s: "
+             f"{str(err).splitlines()[0]}")
+    mine.eval()
+    ref.eval()
+    for x in inputs:
+        what = f"{name} on an input of {list(x.shape)}"
+        with torch.no_grad():
+            got = learner(mine, x, what=what)
+            assert_close(got, ref(x), what, atol=atol, rtol=rtol)
