@@ -9,8 +9,8 @@ The encoder is VGG16's thirteen 3x3 convolutions, each with batch norm and
 ReLU (torchvision's ``vgg16_bn`` without its fully connected layers), whose
 five 2x2 max-pools remember *where* each maximum was. The decoder mirrors it:
 each stage first **unpools**, putting every value back at its maximum's
-position and zeros elsewhere (a sparse map of the pooled stage's size), then
-densifies it with 3x3 convolutions (batch norm, ReLU). The last convolution
+position and zeros elsewhere (a sparse map of the size the stage had before
+pooling), then densifies it with 3x3 convolutions (batch norm, ReLU). The last convolution
 scores the classes. Where U-Net and FCN keep the encoder's feature maps for
 their decoders (floats, many channels), SegNet keeps only the indices: a 2-bit
 choice among four positions per pooled value.
@@ -20,11 +20,11 @@ Takes images in [0, 1] and normalises them with ImageNet's statistics inside
 :meth:`SegNet.load_pretrained`); returns scores of the input's size for any
 size (the pools round up, and each unpooling restores its stage's size).
 
-Deviations from the paper: the pools round up (``ceil_mode``) so that any
-input size works, where the Caffe model needed sides divisible by 32 (the
-CamVid images are 360x480: the paper's 11.25x15 at pool5 were rounded by its
-pooling too); the final 3x3 convolution has a bias and no batch norm, as in the
-authors' Caffe ``segnet_train.prototxt``.
+Deviations from the paper: none in the layers. The pools round up, as Caffe's
+do; where the authors' Caffe model writes the size of an odd-sided unpooled
+map into its configuration (45x60 for CamVid's 360x480 images), this one takes
+it from the encoder, so any input size works. The final 3x3 convolution has a
+bias and no batch norm, as in the authors' ``segnet_train.prototxt``.
 """
 
 from __future__ import annotations
