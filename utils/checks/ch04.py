@@ -7,7 +7,7 @@ import torch
 
 from utils.checks.common import (
     assert_close,
-    assert_same_model,
+    assert_learner_model,
     exercise,
     fail,
     learner,
@@ -73,7 +73,7 @@ def check_unet(cls) -> None:
     mine = learner(cls, 2, 3, 1 / 16, what="UNet(2, 3, 1/16)")
     g = torch.Generator().manual_seed(7)
     tiles = [torch.rand(1, 3, h, w, generator=g) for h, w in ((188, 188), (204, 236))]
-    assert_same_model(mine, ref, tiles, "UNet")
+    assert_learner_model(mine, ref, tiles, "UNet")
     ok("UNet gives utils.models.unet.UNet's scores on 188x188 and 204x236 tiles")
 
 

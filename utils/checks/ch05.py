@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from utils.checks.common import (
     assert_close,
     assert_equal,
-    assert_same_model,
+    assert_learner_model,
     exercise,
     fail,
     learner,
@@ -147,5 +147,5 @@ def check_segnet(cls) -> None:
     mine = learner(cls, 4, 1 / 16, what="SegNet(4, width=1/16)")
     g = torch.Generator().manual_seed(13)
     images = [torch.rand(2, 3, h, w, generator=g) for h, w in ((64, 96), (45, 71))]
-    assert_same_model(mine, ref, images, "SegNet", atol=1e-4)
+    assert_learner_model(mine, ref, images, "SegNet", atol=1e-4)
     ok("SegNet gives utils.models.segnet.SegNet's scores on 64x96 and 45x71 images")
