@@ -1,6 +1,9 @@
 """The checks under chapters 04 and 05's exercises: each passes an independent
 correct answer (written here, not the canonical copy), refuses the canonical
-copy, and refuses plausible wrong answers with a useful message."""
+copy, and refuses plausible wrong answers with a useful message. The models the
+chapters give (not exercises) are pinned by the notebooks with
+``assert_same_model``; here an independent U-Net and SegNet are pinned to the
+canonical ones the same way, and wrong variants are refused."""
 
 import math
 from collections import OrderedDict
@@ -11,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.checks import ch04, ch05
-from utils.checks.common import CheckFailed
+from utils.checks.common import CheckFailed, assert_same_model
 from utils.losses import median_frequency_weights, weight_map
 from utils.models import segnet, unet
 from utils.models.backbones.vgg import VGG16
@@ -87,15 +90,16 @@ class MyUNet(nn.Module):
         return self.classifier(x)
 
 
-def test_unet_check(capsys):
-    ch04.check_unet(MyUNet)
-    assert capsys.readouterr().out.startswith("✓ UNet")
+def unet_tiles():
+    g = torch.Generator().manual_seed(7)
+    return [torch.rand(1, 3, h, w, generator=g) for h, w in ((188, 188), (204, 236))]
 
-    def canonical(num_classes, in_channels, width):
-        return unet.UNet(num_classes, in_channels, width)
 
-    with pytest.raises(CheckFailed, match="calls"):
-        ch04.check_unet(canonical)
+def test_independent_unet_is_the_canonical_one(capsys):
+    torch.manual_seed(6)
+    assert_same_model(MyUNet(2, 3, 1 / 16), unet.UNet(2, 3, 1 / 16), *unet_tiles(),
+                      what="UNet")
+    assert capsys.readouterr().out.startswith("✓ UNet is the canonical model")
 
     class NoSkip(MyUNet):  # drops the copied map: the layers do not fit
         def __init__(self, *args):
@@ -103,7 +107,8 @@ def test_unet_check(capsys):
             self.up1 = nn.Sequential()
 
     with pytest.raises(CheckFailed, match="layers differ"):
-        ch04.check_unet(NoSkip)
+        assert_same_model(NoSkip(2, 3, 1 / 16), unet.UNet(2, 3, 1 / 16),
+                          *unet_tiles(), what="UNet")
 
     class ZeroPadded(MyUNet):  # "same" convolutions: wrong output size
         def __init__(self, *args):
@@ -112,8 +117,9 @@ def test_unet_check(capsys):
                 if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
                     m.padding = (1, 1)
 
-    with pytest.raises(CheckFailed, match="wrong shape"):
-        ch04.check_unet(ZeroPadded)
+    with pytest.raises(CheckFailed, match="differs from the canonical"):
+        assert_same_model(ZeroPadded(2, 3, 1 / 16), unet.UNet(2, 3, 1 / 16),
+                          *unet_tiles(), what="UNet")
 
 
 def my_distances(instances):
@@ -360,21 +366,37 @@ class MySegNet(nn.Module):
         return y
 
 
-def test_segnet_check(capsys):
-    ch05.check_segnet(MySegNet)
-    assert capsys.readouterr().out.startswith("✓ SegNet")
+def segnet_with_statistics(width=1 / 16):
+    """The canonical SegNet with batch-norm statistics that are not the identity."""
+    torch.manual_seed(12)
+    ref = segnet.SegNet(4, width=width)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return ref
 
-    class Canonical(segnet.SegNet):
-        pass
 
-    with pytest.raises(CheckFailed, match="calls"):
-        ch05.check_segnet(Canonical)
+def segnet_images():
+    g = torch.Generator().manual_seed(13)
+    return [torch.rand(2, 3, h, w, generator=g) for h, w in ((64, 96), (45, 71))]
+
+
+def test_independent_segnet_is_the_canonical_one(capsys):
+    assert_same_model(MySegNet(4, 1 / 16), segnet_with_statistics(),
+                      *segnet_images(), what="SegNet", atol=1e-4, rtol=1e-4)
+    assert capsys.readouterr().out.startswith("✓ SegNet is the canonical model")
 
     def nearest(y, indices, size):  # indices thrown away
         return F.interpolate(y, size=size, mode="nearest")
 
-    with pytest.raises(CheckFailed, match="values differ"):
-        ch05.check_segnet(lambda k, w: MySegNet(k, w, upsample=nearest))
+    with pytest.raises(CheckFailed, match="differs from the canonical"):
+        assert_same_model(MySegNet(4, 1 / 16, upsample=nearest),
+                          segnet_with_statistics(), *segnet_images(),
+                          what="SegNet", atol=1e-4, rtol=1e-4)
 
     class NoNorm(MySegNet):  # the decoder without batch norm
         def __init__(self, *args):
@@ -385,4 +407,5 @@ def test_segnet_check(capsys):
                 setattr(self, f"decoder{n}", nn.Sequential(OrderedDict(kept)))
 
     with pytest.raises(CheckFailed, match="layers differ"):
-        ch05.check_segnet(NoNorm)
+        assert_same_model(NoNorm(4, 1 / 16), segnet_with_statistics(),
+                          *segnet_images(), what="SegNet")

@@ -7,7 +7,6 @@ import torch
 
 from utils.checks.common import (
     assert_close,
-    assert_learner_model,
     exercise,
     fail,
     learner,
@@ -56,25 +55,6 @@ def check_crop_and_concat(crop_and_concat) -> None:
         assert_close(got, expected, what, atol=0, rtol=0)
     ok("crop_and_concat crops at the centre and stacks [skip, up], odd "
        "differences included")
-
-
-@exercise(forbid=[unet.UNet, unet.crop_and_concat, unet.center_crop],
-          hints=["build the layers with the names of utils.models.unet.UNet "
-                 "(down1..down4, bottom, upconv4..upconv1, up4..up1, classifier) "
-                 "and apply crop_and_concat before each step of the expanding "
-                 "path",
-                 "each expanding step: up-convolve, crop_and_concat with the "
-                 "map of the same step of the contracting path, two 3x3 "
-                 "convolutions"])
-def check_unet(cls) -> None:
-    """The chapter's U-Net gives :class:`utils.models.unet.UNet`'s scores."""
-    torch.manual_seed(6)
-    ref = unet.UNet(2, in_channels=3, width=1 / 16).eval()
-    mine = learner(cls, 2, 3, 1 / 16, what="UNet(2, 3, 1/16)")
-    g = torch.Generator().manual_seed(7)
-    tiles = [torch.rand(1, 3, h, w, generator=g) for h, w in ((188, 188), (204, 236))]
-    assert_learner_model(mine, ref, tiles, "UNet")
-    ok("UNet gives utils.models.unet.UNet's scores on 188x188 and 204x236 tiles")
 
 
 def _instance_maps():

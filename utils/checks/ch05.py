@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from utils.checks.common import (
     assert_close,
     assert_equal,
-    assert_learner_model,
     exercise,
     fail,
     learner,
@@ -123,29 +122,3 @@ def _lower_median_weights(counts):
     present = seen > 0
     freq = torch.where(present, counts.sum(0) / seen.clamp(min=1), 0.0)
     return torch.where(present, freq[present].median() / freq.clamp(min=1e-300), 0.0)
-
-
-@exercise(forbid=[segnet.SegNet, segnet.max_unpool, F.max_unpool2d,
-                  torch._C._nn.max_unpool2d],
-          hints=["build the layers with the names of utils.models.segnet.SegNet "
-                 "(encoder, decoder5 .. decoder1) and unpool with your max_unpool "
-                 "before each decoder stage",
-                 "decoder stage n unpools with indices n to the size of the "
-                 "encoder's conv n output, then applies its convolutions"])
-def check_segnet(cls) -> None:
-    """The chapter's SegNet gives :class:`utils.models.segnet.SegNet`'s scores."""
-    torch.manual_seed(12)
-    ref = segnet.SegNet(4, width=1 / 16)
-    with torch.no_grad():  # batch-norm statistics that are not the identity
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    ref.eval()
-    mine = learner(cls, 4, 1 / 16, what="SegNet(4, width=1/16)")
-    g = torch.Generator().manual_seed(13)
-    images = [torch.rand(2, 3, h, w, generator=g) for h, w in ((64, 96), (45, 71))]
-    assert_learner_model(mine, ref, images, "SegNet", atol=1e-4)
-    ok("SegNet gives utils.models.segnet.SegNet's scores on 64x96 and 45x71 images")

@@ -408,24 +408,3 @@ def assert_same_model(mine: torch.nn.Module, canonical: torch.nn.Module, *inputs
                                   f"{list(x.shape)} differs from the canonical "
                                   "model's") from None
     print(f"✓ {what} is the canonical model: same weights in, same outputs out")
-
-
-def assert_learner_model(mine: torch.nn.Module, canonical: torch.nn.Module, inputs,
-                         name: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """For a model the LEARNER wrote (a graded check; :func:`assert_same_model`
-    is for given code): ``canonical``'s weights must load into ``mine`` (same
-    layers, same names), and on each of ``inputs`` both give the same outputs
-    in evaluation mode. The learner's forward runs through :func:`learner`, so
-    an error in it is reported as theirs. ``name`` names the model."""
-    try:
-        mine.load_state_dict(canonical.state_dict())
-    except (RuntimeError, AttributeError) as err:
-        fail(f"{name}: its layers differ from the canonical {name}'s",
-             "the canonical layer names and shapes", _one_line(err))
-    mine.eval()
-    canonical.eval()
-    for x in inputs:
-        what = f"{name} on an input of {list(x.shape)}"
-        with torch.no_grad():
-            got = learner(mine, x, what=what)
-            assert_close(got, canonical(x), what, atol=atol, rtol=rtol)

@@ -10,10 +10,10 @@ ReLU (torchvision's ``vgg16_bn`` without its fully connected layers), whose
 five 2x2 max-pools remember *where* each maximum was. The decoder mirrors it:
 each stage first **unpools**, putting every value back at its maximum's
 position and zeros elsewhere (a sparse map of the size the stage had before
-pooling), then densifies it with 3x3 convolutions (batch norm, ReLU). The last convolution
-scores the classes. Where U-Net and FCN keep the encoder's feature maps for
-their decoders (floats, many channels), SegNet keeps only the indices: a 2-bit
-choice among four positions per pooled value.
+pooling), then densifies it with 3x3 convolutions (batch norm, ReLU). The
+last convolution scores the classes. Where U-Net and FCN keep the encoder's
+feature maps for their decoders (floats, many channels), SegNet keeps only the
+indices: a 2-bit choice among four positions per pooled value.
 
 Takes images in [0, 1] and normalises them with ImageNet's statistics inside
 (the encoder loads torchvision's ``vgg16_bn`` ImageNet weights with
