@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from utils.models.backbones.vgg import VGG16, scaled
-from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD
+from utils.models.fcn import imagenet_input
 from utils.models.weights import load_torchvision
 
 # Decoder stage n (5 down to 1): the output channels of its convolutions at
@@ -94,13 +94,7 @@ class SegNet(nn.Module):
 
     def __init__(self, num_classes: int, width: float = 1.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        imagenet_input(self, num_classes)
         self.encoder = VGG16(width, batch_norm=True, classifier=False)
         stage_in = {n: self.encoder.channels[f"conv{n}"] for n in range(1, 6)}
         self.decoder5 = decoder_stage(stage_in[5], _scaled(5, width), None)
