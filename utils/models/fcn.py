@@ -40,6 +40,20 @@ from utils.models.weights import load_torchvision
 # [0, 1] are normalised with them before the backbone.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input(model: nn.Module, num_classes: int) -> None:
+    """The start of FCN's and SegNet's ``__init__`` (after ``super().__init__()``):
+    ``num_classes`` checked (a positive int) and stored, and ImageNet's mean and
+    std as non-persistent buffers ``mean``, ``std`` ``float32 [1, 3, 1, 1]``, so
+    that the model normalises images in [0, 1] itself."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    model.num_classes = num_classes
+    model.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                          persistent=False)
+    model.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                          persistent=False)
 # "At-once" FCN-8s scales the skip features so that their scores start small
 # next to fc7's (with Caffe's 0..255 inputs and SGD).
 PAPER_POOL4_SCALE = 0.01
@@ -64,13 +78,7 @@ class FCN(nn.Module):
 
     def __init__(self, num_classes: int, width: float = 1.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        imagenet_input(self, num_classes)
         self.backbone = VGG16(width)
         self.score_fr = nn.Conv2d(self.backbone.fc_channels, num_classes, 1)
         nn.init.zeros_(self.score_fr.weight)
