@@ -204,7 +204,8 @@ def run(args) -> list[dict]:
     datasets = [build_dataset(args.data, split, args.data_root, image_size, length,
                               train=split == "train", task=task_name)
                 for split, length in (("train", train_len), ("val", val_len))]
-    model = build_model(args.model, num_classes, width=width, **options)
+    model = build_model(args.model, num_classes, width=width, profile=profile,
+                        image_size=image_size, **options)
     if args.pretrained is not None:
         load_pretrained(model, args)
     preflight(model, datasets[1], task, args)

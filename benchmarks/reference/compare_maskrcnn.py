@@ -1,0 +1,195 @@
+"""The course's Mask R-CNN against torchvision's, same weights, same images.
+
+Needs the reference environment (torchvision; not a course dependency)::
+
+    /work/refvenv/bin/python benchmarks/reference/compare_maskrcnn.py \\
+        [--threads 2] [--repeats 5] [--score-thresh 0.01] [--weights FILE]
+
+It builds torchvision's ``maskrcnn_resnet50_fpn`` exactly as its COCO model
+is built (ResNet-50 with ``FrozenBatchNorm2d``, ``eps`` set to 0, 91 classes),
+with random weights unless ``--weights`` names the published file
+(``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``). Random weights are made less
+degenerate: the frozen batch norms get random statistics and affine
+parameters, and the class and objectness logits are scaled up, so that
+scores spread over [0, 1] instead of all sitting near 1/91; the score
+threshold is lowered (``--score-thresh``) so that enough detections pass.
+
+The state dict, renamed to the published file's key names, is loaded into
+the course's model with :func:`maskrcnn_resnet50_fpn_coco` (which calls
+:func:`utils.models.load_torchvision`). Both run in eval mode on the same
+images (matplotlib's ``grace_hopper.jpg``, a real photograph; a random image;
+and a batch of two images of different sizes), and the script prints, per
+image, the number of detections of each, how many are the same detection
+(same rank, same label, box IoU above 0.999), and the largest absolute
+difference of boxes, scores and pasted mask probabilities over those.
+
+It then times both on the photograph with the same thread count, interleaved
+(A, B, B, A, ...) so that a change in the machine's load hits both, as a
+whole and stage by stage (transform, backbone + FPN, RPN, RoI heads,
+postprocessing with mask pasting), and prints the medians of wall and process
+CPU time and the course / torchvision ratios. The course's code is imported
+from this checkout (added to ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.cbook
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torchvision.models.detection import MaskRCNN as TVMaskRCNN
+from torchvision.models.detection._utils import overwrite_eps
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d as TVFrozenBatchNorm2d
+from torchvision.ops import box_iou as tv_box_iou
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from utils.models.detection.mask_rcnn import (  # noqa: E402
+    maskrcnn_resnet50_fpn_coco,
+    published_names,
+)
+
+
+def torchvision_model(score_thresh: float, weights, seed: int) -> torch.nn.Module:
+    """torchvision's COCO Mask R-CNN: the published weights, or random ones."""
+    torch.manual_seed(seed)
+    body = torchvision.models.resnet50(norm_layer=TVFrozenBatchNorm2d)
+    backbone = _resnet_fpn_extractor(body, 3)
+    model = TVMaskRCNN(backbone, num_classes=91, box_score_thresh=score_thresh)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu",
+                                         weights_only=True))
+    else:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, TVFrozenBatchNorm2d):
+                    c = m.weight.numel()
+                    m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                    m.bias.copy_(0.1 * torch.randn(c, generator=g))
+                    m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                    m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+            # Decisive logits: scores spread over [0, 1] (see the docstring).
+            model.roi_heads.box_predictor.cls_score.weight.mul_(30.0)
+            model.rpn.head.cls_logits.weight.mul_(100.0)
+    overwrite_eps(model, 0.0)  # as torchvision does for its COCO file
+    return model.eval()
+
+
+def read_image(path) -> torch.Tensor:
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def compare(tv_out: dict, ours: dict) -> dict:
+    """Detections of one image: counts, matches and largest differences."""
+    n_tv, n_ours = len(tv_out["scores"]), len(ours["scores"])
+    n = min(n_tv, n_ours)
+    same = torch.zeros(n, dtype=torch.bool)
+    if n:
+        iou = tv_box_iou(tv_out["boxes"][:n], ours["boxes"][:n]).diagonal()
+        same = (tv_out["labels"][:n] == ours["labels"][:n]) & (iou > 0.999)
+    # Matches are counted in rank order up to the first difference (after
+    # which near-tied scores may swap ranks), and over all ranks.
+    prefix = int(same.long().cumprod(0).sum()) if n else 0
+    k = torch.where(same)[0]
+    diff = {"boxes": 0.0, "scores": 0.0, "masks": 0.0}
+    if len(k):
+        for key in diff:
+            diff[key] = (tv_out[key][k] - ours[key][k]).abs().max().item()
+    return {"torchvision": n_tv, "course": n_ours, "same": int(same.sum()),
+            "same_prefix": prefix, **diff}
+
+
+def stage_times(model, images, original_sizes):
+    """Wall and CPU seconds of each stage of one forward pass."""
+    times = {}
+
+    def clock(name, fn, *args):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        times[name] = (time.perf_counter() - w, time.process_time() - c)
+        return out
+
+    image_list, _ = clock("transform", model.transform, images)
+    features = clock("backbone+FPN", model.backbone, image_list.tensors)
+    proposals, _ = clock("RPN", model.rpn, image_list, features)
+    detections, _ = clock("RoI heads", model.roi_heads, features, proposals,
+                          image_list.image_sizes)
+    clock("postprocess", model.transform.postprocess, detections,
+          image_list.image_sizes, original_sizes)
+    times["total"] = tuple(sum(t[i] for t in times.values()) for i in (0, 1))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--score-thresh", type=float, default=0.01)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth (default: "
+                        "random weights)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
+          f"weights: {args.weights or 'random'}, box_score_thresh "
+          f"{args.score_thresh}")
+
+    tv = torchvision_model(args.score_thresh, args.weights, args.seed)
+    ours = maskrcnn_resnet50_fpn_coco(published_names(tv.state_dict()),
+                                      box_score_thresh=args.score_thresh)
+
+    photo = read_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg"))
+    g = torch.Generator().manual_seed(args.seed)
+    cases = {
+        "grace_hopper.jpg": [photo],
+        "random 480x640": [torch.rand(3, 480, 640, generator=g)],
+        "batch: photo + random 300x500": [photo, torch.rand(3, 300, 500, generator=g)],
+    }
+    print("\nagreement (same = same rank, label and box IoU > 0.999; differences "
+          "over those):")
+    print(f"{'images':32} {'image':>5} {'tv':>4} {'ours':>4} {'same':>4} "
+          f"{'prefix':>6} {'boxes':>9} {'scores':>9} {'masks':>9}")
+    with torch.no_grad():
+        for name, images in cases.items():
+            for i, (a, b) in enumerate(zip(tv(images), ours(images))):
+                r = compare(a, b)
+                print(f"{name:32} {i:>5} {r['torchvision']:>4} {r['course']:>4} "
+                      f"{r['same']:>4} {r['same_prefix']:>6} {r['boxes']:9.2e} "
+                      f"{r['scores']:9.2e} {r['masks']:9.2e}")
+
+    print(f"\nCPU inference on grace_hopper.jpg {list(photo.shape[1:])}, "
+          f"{args.threads} thread(s), median of {args.repeats} (interleaved):")
+    records = {"torchvision": [], "course": []}
+    with torch.inference_mode():
+        for model in (tv, ours):  # warm-up
+            stage_times(model, [photo], [tuple(photo.shape[1:])])
+        for r in range(args.repeats):
+            order = (("torchvision", tv), ("course", ours))
+            for name, model in (order if r % 2 == 0 else order[::-1]):
+                records[name].append(stage_times(model, [photo],
+                                                 [tuple(photo.shape[1:])]))
+    stages = list(records["torchvision"][0])
+    print(f"{'stage':14} {'tv wall ms':>10} {'ours wall':>10} {'ratio':>6} "
+          f"{'tv CPU ms':>10} {'ours CPU':>10} {'ratio':>6}")
+    for stage in stages:
+        med = {k: [statistics.median(rec[stage][i] for rec in v) * 1000
+                   for i in (0, 1)] for k, v in records.items()}
+        t, o = med["torchvision"], med["course"]
+        print(f"{stage:14} {t[0]:10.1f} {o[0]:10.1f} {o[0] / t[0]:6.2f} "
+              f"{t[1]:10.1f} {o[1]:10.1f} {o[1] / t[1]:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
