@@ -16,7 +16,7 @@ from utils.models.detection.box_coder import encode_boxes
 from utils.models.detection.mask_head import maskrcnn_loss, project_masks_on_boxes
 from utils.models.detection.roi_align import roi_align
 
-REFUSED = "the reference this exercise"  # the framework's words for the reference
+REFUSED = "this check compares with"  # the words of a refused reference
 
 
 def fails(check, answer, *words):

@@ -23,6 +23,12 @@ image, the number of detections of each, how many are the same detection
 (same rank, same label, box IoU above 0.999), and the largest absolute
 difference of boxes, scores and pasted mask probabilities over those.
 
+In training mode, both (torchvision's random initialisation with batch norm,
+as ``maskrcnn_resnet50_fpn(weights=None)`` builds it, images resized to 320)
+take the same two images and targets from the same random seed (the samplers
+draw the same anchors and proposals) and the script prints the five losses of
+each and the largest relative difference of the gradients.
+
 It then times both on the photograph with the same thread count, interleaved
 (A, B, B, A, ...) so that a change in the machine's load hits both, as a
 whole and stage by stage (transform, backbone + FPN, RPN, RoI heads,
@@ -46,6 +52,7 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.models.detection import MaskRCNN as TVMaskRCNN
+from torchvision.models.detection import maskrcnn_resnet50_fpn
 from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d as TVFrozenBatchNorm2d
@@ -53,6 +60,8 @@ from torchvision.ops import box_iou as tv_box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from utils.models.detection.mask_rcnn import (  # noqa: E402
+    MaskRCNN,
+    MaskRCNNConfig,
     maskrcnn_resnet50_fpn_coco,
     published_names,
 )
@@ -107,6 +116,47 @@ def compare(tv_out: dict, ours: dict) -> dict:
             diff[key] = (tv_out[key][k] - ours[key][k]).abs().max().item()
     return {"torchvision": n_tv, "course": n_ours, "same": int(same.sum()),
             "same_prefix": prefix, **diff}
+
+
+def compare_training(photo: torch.Tensor, seed: int) -> None:
+    """Train-mode losses and gradients of both on the same batch and seed."""
+    sizes = dict(min_size=320, max_size=512)
+    torch.manual_seed(seed)
+    tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                               **sizes).train()
+    ours = MaskRCNN(config=MaskRCNNConfig(**sizes)).train()
+    ours.load_pretrained(tv.state_dict())  # today's torchvision names
+    g = torch.Generator().manual_seed(seed)
+    images = [photo, torch.rand(3, 300, 420, generator=g)]
+    targets = []
+    for image in images:
+        h, w = image.shape[1:]
+        boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8],
+                              [0.2, 0.5, 0.45, 0.95]]) * torch.tensor([w, h, w, h])
+        masks = torch.zeros(3, h, w, dtype=torch.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, boxes.round().long().tolist()):
+            m[y1:y2, x1:(x1 + x2) // 2 + 1] = 1  # the box's left half
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 18, 3]),
+                        "masks": masks})
+    losses = {}
+    for name, model in (("torchvision", tv), ("course", ours)):
+        torch.manual_seed(seed + 1)  # the same anchors and proposals sampled
+        losses[name] = model(images, [dict(t) for t in targets])
+        sum(losses[name].values()).backward()
+    print("\ntraining mode, same weights, images and seed:")
+    for key, value in losses["torchvision"].items():
+        other = losses["course"][key]
+        print(f"  {key:18s} torchvision {value.item():.6f}  course {other.item():.6f}"
+              f"  |diff| {abs(value.item() - other.item()):.1e}")
+    ours_params = dict(ours.named_parameters())
+    worst = 0.0
+    for key, p in tv.named_parameters():
+        mine = ours_params[next(iter(published_names({key: None})))]
+        if p.grad is not None:
+            scale = p.grad.abs().max().item() or 1.0
+            worst = max(worst, (p.grad - mine.grad).abs().max().item() / scale)
+    print(f"  gradients: largest difference relative to the parameter's largest "
+          f"gradient {worst:.1e}")
 
 
 def stage_times(model, images, original_sizes):
@@ -168,6 +218,8 @@ def main() -> None:
                 print(f"{name:32} {i:>5} {r['torchvision']:>4} {r['course']:>4} "
                       f"{r['same']:>4} {r['same_prefix']:>6} {r['boxes']:9.2e} "
                       f"{r['scores']:9.2e} {r['masks']:9.2e}")
+
+    compare_training(photo, args.seed)
 
     print(f"\nCPU inference on grace_hopper.jpg {list(photo.shape[1:])}, "
           f"{args.threads} thread(s), median of {args.repeats} (interleaved):")
