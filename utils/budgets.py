@@ -85,6 +85,13 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
+    # Chapter 08 trains Mask R-CNN (ResNet-50 FPN, width-scaled) from scratch on
+    # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's.
+    "08_mask_rcnn": {
+        "ci": Budget(64, 192, 32, 3, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
+        "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
+    },
 }
 
 
