@@ -21,13 +21,13 @@ THINGS, K = shapes.THING_IDS, shapes.NUM_CLASSES
 
 def tiny(**fields):
     torch.manual_seed(0)
-    return PanopticFPN.for_profile("ci", 64, K, width=0.0625, thing_ids=THINGS,
+    return PanopticFPN.for_profile("ci", 32, K, width=0.0625, thing_ids=THINGS,
                                    **fields)
 
 
 @pytest.fixture(scope="module")
 def batch():
-    ds = build_dataset("shapes", "val", image_size=64, length=2, task="panoptic")
+    ds = build_dataset("shapes", "val", image_size=32, length=2, task="panoptic")
     images, targets = zip(*[ds[i] for i in range(2)])
     return list(images), list(targets)
 
@@ -121,7 +121,7 @@ def test_evaluation_returns_panoptic_maps_in_each_images_frame():
         detector=model.config.detector,
         fusion=type(model.config.fusion)(score_thresh=0.0, stuff_min_area=1))
     torch.manual_seed(1)
-    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 80)]
+    images = [torch.rand(3, 32, 32), torch.rand(3, 24, 40)]
     with torch.no_grad():
         out = model(images)
     assert len(out) == 2
