@@ -81,6 +81,13 @@ def test_semantic_branch_sums_every_level_at_quarter_scale():
         head({"p2": features["p2"]})
 
 
+def test_group_norm_groups_keep_two_channels_each():
+    from utils.models.panoptic.semantic_head import norm_groups
+    # 32 groups at the paper's 128 channels; scaled widths keep >= 2 per group.
+    assert [norm_groups(c) for c in (128, 256, 64, 16, 8, 24, 2, 1)] == \
+        [32, 32, 32, 8, 4, 12, 1, 1]
+
+
 def test_training_returns_six_weighted_losses_and_both_branches_learn(batch):
     images, targets = batch
     model = tiny().train()
@@ -160,3 +167,41 @@ def test_bad_settings_are_named():
         PanopticFPN(K, 0.0625, thing_ids=(3, 3))
     with pytest.raises(ValueError, match="at least one stuff"):
         PanopticFPN(3, 0.0625, thing_ids=(0, 1, 2))
+
+
+def test_semantic_fpn_is_the_branch_on_its_own_backbone():
+    torch.manual_seed(0)
+    model = MODELS["semantic_fpn"](K, width=0.0625).eval()
+    images = torch.rand(2, 3, 40, 56)  # not multiples of 32: padded, then cropped
+    with torch.no_grad():
+        out = model(images)
+        x = (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+            torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        padded = torch.zeros(2, 3, 64, 64)
+        padded[..., :40, :56] = x
+        want = model.head(model.backbone(padded))[..., :40, :56]
+    assert out.shape == (2, K, 40, 56)
+    torch.testing.assert_close(out, want)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        model(torch.rand(3, 32, 32))
+
+
+def test_two_networks_fused_follow_the_panoptic_contract():
+    from utils.models.panoptic import SeparatePanoptic
+    torch.manual_seed(0)
+    semantic = MODELS["semantic_fpn"](K, width=0.0625)
+    instance = MODELS["maskrcnn"].for_profile("ci", 32, len(THINGS) + 1, width=0.0625)
+    fusion = type(tiny().config.fusion)(score_thresh=0.0, stuff_min_area=1)
+    model = SeparatePanoptic(semantic, instance, THINGS, shapes.STUFF_IDS,
+                             fusion).eval()
+    images = [torch.rand(3, 32, 32)]
+    with torch.no_grad():
+        out = model(images)[0]
+        sem = semantic(images[0][None]).argmax(1)[0]
+    assert torch.equal(out["semantic"], sem)
+    want = panoptic_fusion(sem, out["masks"], out["scores"],
+                           torch.tensor(THINGS)[out["labels"] - 1], shapes.STUFF_IDS,
+                           fusion)
+    assert torch.equal(out["panoptic"], want)
+    with pytest.raises(RuntimeError, match="only predicts"):
+        model.train()(images)

@@ -15,7 +15,7 @@ from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
 from utils.models.detection.mask_rcnn import MaskRCNN
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
-from utils.models.panoptic import PanopticFPN
+from utils.models.panoptic import PanopticFPN, SemanticFPN
 from utils.models.patch_cnn import PatchCNN
 from utils.models.tiny_fcn import TinyFCN
 from utils.models.weights import load_torchvision
@@ -27,6 +27,7 @@ MODELS = {
     "fcn16s": FCN16s,  # chapter 03
     "fcn8s": FCN8s,  # chapter 03
     "maskrcnn": MaskRCNN,  # chapter 08 (instance; sized by for_profile)
+    "semantic_fpn": SemanticFPN,  # chapter 09 (the semantic branch on its own)
     "panoptic_fpn": PanopticFPN,  # chapter 09 (panoptic; sized by for_profile)
 }
 
@@ -42,6 +43,7 @@ __all__ = [
     "FCN32s",
     "MaskRCNN",
     "PanopticFPN",
+    "SemanticFPN",
     "PatchCNN",
     "TinyFCN",
     "build_model",

@@ -8,7 +8,10 @@ from utils.models.panoptic.fusion import (
     paste_things,
 )
 from utils.models.panoptic.panoptic_fpn import PanopticFPN, PanopticFPNConfig
+from utils.models.panoptic.semantic_fpn import SemanticFPN
 from utils.models.panoptic.semantic_head import SemanticFPNHead
+from utils.models.panoptic.separate import SeparatePanoptic
 
-__all__ = ["FusionConfig", "PanopticFPN", "PanopticFPNConfig", "SemanticFPNHead",
-           "add_stuff", "panoptic_fusion", "paste_things"]
+__all__ = ["FusionConfig", "PanopticFPN", "PanopticFPNConfig", "SemanticFPN",
+           "SemanticFPNHead", "SeparatePanoptic", "add_stuff", "panoptic_fusion",
+           "paste_things"]

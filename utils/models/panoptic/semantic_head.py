@@ -14,13 +14,13 @@ Semantics follow detectron2's ``SemSegFPNHead`` (its initialisation: He
 normal, fan-out, for the 3x3 convolutions; normal with standard deviation
 0.001 for the 1x1 predictor; ``align_corners=False`` everywhere).
 
-Deviations from the paper: group norm with ``gcd(32, channels)`` groups so
-that ``width``-scaled channel counts divide (32 groups at full width).
+Deviations from the paper: group norm with :func:`norm_groups` groups: 32 at
+full width (128 channels), fewer for ``width``-scaled channel counts, always
+at least 2 channels per group (a group of one channel on a 1x1 map would
+have a single value to normalise).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +29,19 @@ from torch import nn
 LEVELS = ("p2", "p3", "p4", "p5")  # the levels the branch merges, finest first
 
 
+def norm_groups(channels: int, most: int = 32) -> int:
+    """The largest divisor of ``channels`` that is at most ``most`` and leaves
+    at least 2 channels per group (1 for a single channel)."""
+    return max([g for g in range(1, most + 1)
+                if channels % g == 0 and channels // g >= 2] or [1])
+
+
 class UpsampleStage(nn.Sequential):
     """3x3 convolution, group norm, ReLU, then (``upsample``) 2x bilinear."""
 
     def __init__(self, in_channels: int, channels: int, upsample: bool):
         layers = [nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-                  nn.GroupNorm(math.gcd(32, channels), channels),
+                  nn.GroupNorm(norm_groups(channels), channels),
                   nn.ReLU(inplace=True)]
         if upsample:
             layers.append(nn.Upsample(scale_factor=2, mode="bilinear",
