@@ -57,9 +57,11 @@ def _same_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
     hints=[
         "first the A zero-centred 'cell anchors' (one per ratio and size), then "
         "the same cell anchors shifted to every position of the feature map",
-        "an anchor of size S and ratio r = h / w has w = S / sqrt(r) and h = S * "
-        "sqrt(r); round the zero-centred boxes; position (y, x) is the image "
-        "point (x * stride, y * stride); rows: y, then x, then ratio, then size",
+        "the ratio is height over width and the area is the size squared, so "
+        "the width is the size divided by the root of the ratio and the height "
+        "the size times it; round the zero-centred boxes to whole pixels; the "
+        "position in row y and column x is the image point at x and y times "
+        "the stride; rows go by y, then x, then ratio, then size",
     ],
 )
 def check_grid_anchors(grid_anchors) -> None:
@@ -199,10 +201,13 @@ def _grid_sample_bilinear(feature, y, x, align_corners):
         "a point between four pixels takes a weighted mean of them: the weight "
         "of each pixel grows as the point comes closer to it, along y and along "
         "x separately",
-        "y_low = floor(y), y_high = y_low + 1, ly = y - y_low, hy = 1 - ly (the "
-        "same for x); weights hy*hx, hy*lx, ly*hx, ly*lx. At the edges, as "
-        "RoIAlign: a point below -1 or beyond H (W) gives 0; a coordinate in "
-        "[-1, 0) counts as 0; from H - 1 on, as H - 1",
+        "the four neighbours are the pixel at the floor of the point and the "
+        "next one down and to the right; along each axis, the far neighbour "
+        "weighs the fractional part and the near one the rest, and a "
+        "neighbour's weight is its y weight times its x weight. At the edges, "
+        "as RoIAlign: a point more than one pixel outside the map gives 0; a "
+        "coordinate between -1 and 0 counts as 0; from the last pixel on, as "
+        "the last pixel",
     ],
 )
 def check_bilinear(bilinear) -> None:
