@@ -247,10 +247,11 @@ def _sorted(result):
     hints=[
         "count the pixels of every (target id, predicted id) pair in one pass; "
         "areas and IoUs follow from that table; a pair matches when IoU > 0.5",
-        "IoU = inter / (target area + predicted area - inter - the predicted "
-        "pixels on target void); strictly > 0.5; an unmatched prediction is a "
-        "false positive only when at most half of it lies on void; void ids "
-        "are never segments",
+        "the IoU divides the intersection by the two areas' sum less the "
+        "intersection and less the predicted pixels on target void; a match "
+        "needs strictly more than 0.5; an unmatched prediction is a false "
+        "positive only when at most half of it lies on void; void ids are "
+        "never segments",
     ],
 )
 def check_match(match) -> None:
