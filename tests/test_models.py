@@ -38,6 +38,19 @@ def test_every_registered_instance_model_builds_and_detects():
         assert out["masks"].dtype == torch.float32, name
 
 
+def test_every_registered_panoptic_model_builds_and_segments():
+    from utils.data import shapes
+    panoptic = [name for name in MODELS if task_of(name) == "panoptic"]
+    assert "panoptic_fpn" in panoptic
+    for name in panoptic:  # a list in, per image a panoptic map [H, W, 2] out
+        model = build_model(name, shapes.NUM_CLASSES, width=0.125, profile="ci",
+                            image_size=64, thing_ids=shapes.THING_IDS).eval()
+        with torch.no_grad():
+            (out,) = model([torch.rand(3, 64, 80)])
+        assert out["panoptic"].shape == (64, 80, 2), name
+        assert out["panoptic"].dtype == torch.int64, name
+
+
 def test_unknown_model():
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         build_model("nope", 3)

@@ -17,6 +17,7 @@ from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
 from utils.models.detection.mask_rcnn import MaskRCNN
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
+from utils.models.panoptic import PanopticFPN, SemanticFPN
 from utils.models.patch_cnn import PatchCNN
 from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
@@ -33,6 +34,8 @@ MODELS = {
     "unet": functools.partial(UNet, padding="same"),
     "segnet": SegNet,  # chapter 05
     "maskrcnn": MaskRCNN,  # chapter 08 (instance; sized by for_profile)
+    "semantic_fpn": SemanticFPN,  # chapter 09 (the semantic branch on its own)
+    "panoptic_fpn": PanopticFPN,  # chapter 09 (panoptic; sized by for_profile)
 }
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "MaskRCNN",
+    "PanopticFPN",
+    "SemanticFPN",
     "PatchCNN",
     "SegNet",
     "TinyFCN",
