@@ -62,6 +62,21 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
+    # Chapter 06 trains the Dilation10 front end, front end + context module
+    # and FCN-8s, each with this budget; cpu is chapter 03's, so that its
+    # FCN-8s figures can be held next to these.
+    "06_dilated_convolution": {
+        "ci": Budget(64, 96, 32, 3, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
+    # Chapter 07 (and benchmarks/semantic_models.py) trains every semantic
+    # model of the course with this one budget.
+    "07_deeplabv3plus": {
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
 }
 
 

@@ -99,14 +99,25 @@ def _positive_copy(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_parameters()  # mean 0, variance 1, scale 1, shift 0
         elif isinstance(m, nn.MaxPool2d):
-            if getattr(m, "return_indices", False):
-                raise ValueError("cannot measure through a max-pool that returns "
-                                 "indices")
-            pool = nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode,
-                                count_include_pad=True)
+            pool = _AveragePool(m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                m.return_indices)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, pool)
     return model
+
+
+class _AveragePool(nn.AvgPool2d):
+    """An average pool standing in for a max-pool; if the max-pool returned
+    its indices, this returns (zero) indices too, so the model runs as before."""
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode, return_indices):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        self.return_indices = return_indices
+
+    def forward(self, x):
+        y = super().forward(x)
+        return (y, torch.zeros(y.shape, dtype=torch.long)) if self.return_indices \
+            else y
 
 
 def _centre(output: torch.Tensor, position) -> tuple[int, int]:
@@ -114,9 +125,12 @@ def _centre(output: torch.Tensor, position) -> tuple[int, int]:
     return (h // 2, w // 2) if position is None else tuple(position)
 
 
-def _output_unit(model, x: torch.Tensor, position) -> torch.Tensor:
-    """The sum over channels of ``model(x)`` at one output position."""
+def _output_unit(model, x: torch.Tensor, position, key) -> torch.Tensor:
+    """The sum over channels of ``model(x)`` (or of ``model(x)[key]`` for a
+    model that returns a dict) at one output position."""
     y = model(x)
+    if key is not None:
+        y = y[key]
     if not isinstance(y, torch.Tensor) or y.ndim != 4:
         raise TypeError("the model must return one tensor [B, C, H, W], got "
                         f"{type(y).__name__}")
@@ -127,12 +141,14 @@ def _output_unit(model, x: torch.Tensor, position) -> torch.Tensor:
     return y[:, :, i, j].sum()
 
 
-def gradient_extent(model: nn.Module, input_shape, position=None) -> torch.Tensor:
+def gradient_extent(model: nn.Module, input_shape, position=None,
+                    key=None) -> torch.Tensor:
     """The theoretical receptive field of one output unit, measured.
 
     ``input_shape`` is ``(C, H, W)``; ``position`` is ``(row, column)`` in the
-    output (default: its centre). Back-propagates from that unit through a
-    copy of ``model`` whose weights are all positive (see
+    output (default: its centre); ``key`` picks one output of a model that
+    returns a dict (a backbone's ``"fc7"``, say). Back-propagates from that
+    unit through a copy of ``model`` whose weights are all positive (see
     :func:`_positive_copy`; ``model`` itself is left alone) and returns a
     ``bool [H, W]`` mask of the input pixels with a non-zero gradient. Works
     for chains and for branching networks (ResNet, ASPP) alike, as long as
@@ -141,7 +157,7 @@ def gradient_extent(model: nn.Module, input_shape, position=None) -> torch.Tenso
     """
     probe = _positive_copy(model)
     x = torch.ones(1, *input_shape, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(_output_unit(probe, x, position), x)
+    (grad,) = torch.autograd.grad(_output_unit(probe, x, position, key), x)
     return grad[0].abs().sum(0) > 0
 
 
@@ -156,13 +172,15 @@ def extent(mask: torch.Tensor) -> tuple[int, int]:
 
 
 def effective_receptive_field(model: nn.Module, input_shape, samples: int = 16,
-                              position=None, seed: int = 0) -> torch.Tensor:
+                              position=None, seed: int = 0,
+                              key=None) -> torch.Tensor:
     """Luo et al.'s effective receptive field: ``float32 [H, W]``, the mean
     over ``samples`` standard-normal inputs of the gradient magnitude of one
     output unit (summed over its channels) with respect to each input pixel
     (summed over input channels), normalised to sum to 1.
 
-    The model is used as it is (put it in ``eval()`` mode first so that
+    ``position`` and ``key`` are as for :func:`gradient_extent`. The model is
+    used as it is (put it in ``eval()`` mode first so that
     dropout and batch statistics do not vary between samples); the inputs are
     drawn from ``seed`` so the result repeats.
     """
@@ -171,7 +189,7 @@ def effective_receptive_field(model: nn.Module, input_shape, samples: int = 16,
     for _ in range(samples):
         x = torch.randn(1, *input_shape, generator=generator).requires_grad_(True)
         # autograd.grad, not backward: the model's own .grad stays untouched
-        (grad,) = torch.autograd.grad(_output_unit(model, x, position), x)
+        (grad,) = torch.autograd.grad(_output_unit(model, x, position, key), x)
         total += grad[0].abs().sum(0).double()
     if total.sum() == 0:
         raise ValueError("the gradient is zero everywhere: no input reaches the unit")
@@ -180,14 +198,14 @@ def effective_receptive_field(model: nn.Module, input_shape, samples: int = 16,
 
 def mass_side(erf: torch.Tensor, fraction: float = 0.95, centre=None) -> int:
     """Side of the smallest square, centred on ``centre`` (default: the
-    map's maximum), that holds ``fraction`` of the total of ``erf`` (a
-    non-negative ``[H, W]`` map, e.g. :func:`effective_receptive_field`)."""
+    map's centre pixel, where :func:`effective_receptive_field` puts the
+    unit of a same-size output), that holds ``fraction`` of the total of
+    ``erf`` (a non-negative ``[H, W]`` map)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     erf = erf.double()
     if centre is None:
-        flat = int(erf.argmax())
-        centre = divmod(flat, erf.shape[1])
+        centre = (erf.shape[0] // 2, erf.shape[1] // 2)
     i, j = centre
     total = erf.sum()
     for radius in range(max(erf.shape)):

@@ -178,3 +178,8 @@ class Dilation10(nn.Module):
         from utils.models.weights import load_torchvision
 
         load_torchvision(self, path)
+
+
+def dilation_front_end(num_classes: int, **kwargs) -> Dilation10:
+    """The front end alone: :class:`Dilation10` without the context module."""
+    return Dilation10(num_classes, context=False, **kwargs)
