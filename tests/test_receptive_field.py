@@ -183,7 +183,8 @@ def test_mass_side_on_a_hand_made_map():
     assert rf.mass_side(m, 0.5) == 1
     assert rf.mass_side(m, 0.8) == 3
     assert rf.mass_side(m, 1.0) == 7
-    assert rf.mass_side(m, 0.5, centre=(4, 7)) == 3  # 0.2 + 0.5 around (4, 7)
+    assert rf.mass_side(m, 0.2, centre=(4, 7)) == 1
+    assert rf.mass_side(m, 0.5, centre=(4, 7)) == 7  # reaches (4, 4) at radius 3
     with pytest.raises(ValueError, match="fraction"):
         rf.mass_side(m, 0.0)
 

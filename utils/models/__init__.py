@@ -13,8 +13,11 @@ from torch import nn
 from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
 from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
+from utils.models.deeplab import DeepLabV3Plus, deeplabv3
+from utils.models.dilation import ContextModule, Dilation10, dilation_front_end
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
+from utils.models.pspnet import PSPNet
 from utils.models.tiny_fcn import TinyFCN
 from utils.models.weights import load_torchvision
 
@@ -24,11 +27,21 @@ MODELS = {
     "fcn32s": FCN32s,  # chapter 03
     "fcn16s": FCN16s,  # chapter 03
     "fcn8s": FCN8s,  # chapter 03
+    "dilation_front": dilation_front_end,  # chapter 06 (no context module)
+    "dilation10": Dilation10,  # chapter 06
+    "pspnet": PSPNet,  # chapter 07
+    "deeplabv3": deeplabv3,  # chapter 07 (DeepLabV3Plus without the decoder)
+    "deeplabv3plus": DeepLabV3Plus,  # chapter 07
 }
 
 __all__ = [
     "MODELS",
     "VGG16",
+    "ContextModule",
+    "DeepLabV3Plus",
+    "Dilation10",
+    "PSPNet",
+    "deeplabv3",
     "ResNet",
     "resnet50",
     "resnet101",

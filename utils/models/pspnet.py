@@ -13,10 +13,11 @@ dropout 0.1 and a 1x1 convolution score the classes, upsampled to the input.
 The 1x1 bin is ASPP's image pooling; the others add context at sub-image
 scales, from regions rather than from sparse taps.
 
-Deviations from the paper: bilinear upsampling with ``align_corners=False``
-(the Caffe code aligns corners); no auxiliary loss on ``layer3``; the
-backbone is torchvision's ResNet (7x7 stem, not the paper's three 3x3
-convolutions).
+Deviations from the paper: output stride 16 by default, DeepLab's, so that
+the two context modules can be compared on one backbone (``output_stride=8``
+is the paper's); bilinear upsampling with ``align_corners=False`` (the Caffe
+code aligns corners); no auxiliary loss on ``layer3``; the backbone is
+torchvision's ResNet (7x7 stem, not the paper's three 3x3 convolutions).
 """
 
 from __future__ import annotations
@@ -61,13 +62,13 @@ class PSPNet(nn.Module):
     """Image ``float32 [B, 3, H, W]`` in [0, 1] (normalised inside) to class
     scores ``float32 [B, num_classes, H, W]``, any ``H, W``.
 
-    ``backbone`` is ``"resnet50"`` or ``"resnet101"`` at ``output_stride`` 8
-    (the paper's) or 16; ``width`` scales the backbone's and the head's
+    ``backbone`` is ``"resnet50"`` or ``"resnet101"`` at ``output_stride`` 16
+    or 8 (the paper's); ``width`` scales the backbone's and the head's
     channels.
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50",
-                 output_stride: int = 8, width: float = 1.0, bins=PAPER_BINS):
+                 output_stride: int = 16, width: float = 1.0, bins=PAPER_BINS):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -93,10 +94,10 @@ class PSPNet(nn.Module):
             raise ValueError(
                 f"expected an image batch [B, 3, H, W], got {list(x.shape)}")
         B, C, H, W = x.shape
-        f = self.backbone((x - self.mean) / self.std)["layer4"]  # (B, 2048w, H/8, W/8)
-        y = self.ppm(f)  # (B, 4096w, H/8, W/8)
-        y = self.dropout(self.head(y))  # (B, 512w, H/8, W/8)
-        y = self.classifier(y)  # (B, K, H/8, W/8)
+        f = self.backbone((x - self.mean) / self.std)["layer4"]  # (B, 2048w, h, w)
+        y = self.ppm(f)  # (B, 4096w, h, w): h, w = H/os, W/os
+        y = self.dropout(self.head(y))  # (B, 512w, h, w)
+        y = self.classifier(y)  # (B, K, h, w)
         return F.interpolate(y, size=(H, W), mode="bilinear",
                              align_corners=False)  # (B, K, H, W)
 
