@@ -140,6 +140,17 @@ def test_pspnet_output_shapes_and_pyramid(output_stride):
         assert torch.allclose(one, one[..., :1, :1].expand_as(one))
 
 
+def test_fresh_residual_blocks_are_the_identity():
+    """zero_init_residual_: a block without a projection passes its
+    (non-negative) input on; the models trained from scratch start so."""
+    for model in (DeepLabV3Plus(4, width=0.0625), PSPNet(4, width=0.0625)):
+        block = model.backbone.layer3[1]
+        assert block.downsample is None and not block.bn3.weight.any()
+        x = torch.rand(2, block.conv1.in_channels, 5, 6)
+        with torch.no_grad():
+            assert torch.equal(block.eval()(x), x)
+
+
 def test_decoder_upsamples_to_the_low_level_size():
     dec = Decoder(12, 8, 4).eval()
     with torch.no_grad():

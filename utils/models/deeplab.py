@@ -27,11 +27,16 @@ with its Xception backbone.
 (``DeepLabHead``), so torchvision's ``deeplabv3_resnet50`` file loads into it
 (:meth:`DeepLabV3Plus.torchvision_keys`) and gives torchvision's outputs.
 
+Trained from scratch (the course's small profiles), each residual block's
+last batch norm starts at zero (:func:`zero_init_residual_`), so that every
+block starts as the identity; pretrained weights overwrite it.
+
 Deviations from the paper: no multi-grid in the last stage and torchvision's
 dilation of each stage's first block (see the ResNet module); dropout 0.5
-after ASPP's projection (torchvision's); with ``separable=True``, no batch
-norm and ReLU between the depthwise and the pointwise convolution; no
-auxiliary loss.
+after ASPP's projection (torchvision's); residual branches initialised to
+zero (torchvision's ``zero_init_residual=True``, Goyal et al. 2017; the paper
+starts from ImageNet weights); with ``separable=True``, no batch norm and
+ReLU between the depthwise and the pointwise convolution; no auxiliary loss.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.models.backbones.resnet import ResNet
+from utils.models.backbones.resnet import Bottleneck, ResNet
 from utils.models.backbones.vgg import scaled
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +57,21 @@ ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 BACKBONES = {"resnet50": 50, "resnet101": 101}
 # torchvision's DeepLabV3 files score PASCAL VOC's 20 classes and background
 TORCHVISION_CLASSES = 21
+
+
+@torch.no_grad()
+def zero_init_residual_(backbone: nn.Module) -> nn.Module:
+    """Set the last batch norm's scale of every bottleneck to zero, so that
+    each residual block starts as the identity (torchvision's
+    ``zero_init_residual=True``; Goyal et al., "Accurate, Large Minibatch
+    SGD", 2017). From scratch on Shapes, DeepLabV3 and PSPNet stay at the
+    class prior without it (their training loss stops at the prior's while
+    with it it keeps falling); at initialisation the sixteen residual sums
+    make the stem's gradient tens of times larger than the classifier's."""
+    for block in backbone.modules():
+        if isinstance(block, Bottleneck):
+            nn.init.zeros_(block.bn3.weight)
+    return backbone
 
 
 class SeparableConv2d(nn.Module):
@@ -190,7 +210,8 @@ class DeepLabV3Plus(nn.Module):
                              persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
                              persistent=False)
-        self.backbone = ResNet(BACKBONES[backbone], output_stride, width)
+        self.backbone = zero_init_residual_(
+            ResNet(BACKBONES[backbone], output_stride, width))
         channels = scaled(256, width)
         rates = ATROUS_RATES[output_stride] if atrous_rates is None else atrous_rates
         self.aspp = ASPP(self.backbone.channels["layer4"], rates, channels,

@@ -17,7 +17,9 @@ Deviations from the paper: output stride 16 by default, DeepLab's, so that
 the two context modules can be compared on one backbone (``output_stride=8``
 is the paper's); bilinear upsampling with ``align_corners=False`` (the Caffe
 code aligns corners); no auxiliary loss on ``layer3``; the backbone is
-torchvision's ResNet (7x7 stem, not the paper's three 3x3 convolutions).
+torchvision's ResNet (7x7 stem, not the paper's three 3x3 convolutions),
+its residual branches initialised to zero when trained from scratch (see
+:func:`utils.models.deeplab.zero_init_residual_`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from torch import nn
 
 from utils.models.backbones.resnet import ResNet
 from utils.models.backbones.vgg import scaled
-from utils.models.deeplab import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, ConvBNReLU
+from utils.models.deeplab import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ConvBNReLU,
+    zero_init_residual_,
+)
 
 PAPER_BINS = (1, 2, 3, 6)
 
@@ -82,7 +90,9 @@ class PSPNet(nn.Module):
                              persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
                              persistent=False)
-        self.backbone = ResNet(BACKBONES[backbone], output_stride, width)
+        # residual branches start at zero, as DeepLab's (see zero_init_residual_)
+        self.backbone = zero_init_residual_(
+            ResNet(BACKBONES[backbone], output_stride, width))
         self.ppm = PyramidPooling(self.backbone.channels["layer4"], bins)
         channels = scaled(512, width)
         self.head = ConvBNReLU(self.ppm.out_channels, channels, 3)
