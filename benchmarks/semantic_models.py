@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             print(f"{key}: not registered in utils.models, skipped", flush=True)
             continue
         row, _ = compare.measure(key, b, train_set, val_set, rt.device,
-                                 shapes.NUM_CLASSES, progress=rt.progress,
+                                 shapes.NUM_CLASSES, progress=False,
                                  log=lambda *a: None)
         if not args.no_peak:
             row["peak_mb"] = peak_memory_mb(key, rt.profile)
