@@ -41,20 +41,11 @@ import torchvision
 from torchvision.models.segmentation import deeplabv3_resnet50
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_backbones import randomise_batch_norms  # noqa: E402  (the same script's)
+
 from utils.models import load_torchvision  # noqa: E402
 from utils.models.deeplab import IMAGENET_MEAN, IMAGENET_STD, deeplabv3  # noqa: E402
-
-
-def randomise_batch_norms(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
 
 
 def torchvision_logits(tv, x: torch.Tensor) -> torch.Tensor:
