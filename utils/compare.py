@@ -132,19 +132,22 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], title: str = ""):
-    """Boundary IoU and mIoU against FLOPs per image (log scale), one point
-    per model: accuracy against cost."""
+    """Boundary IoU and mIoU against FLOPs per image (log scale, MFLOPs), one
+    point per model: accuracy against cost."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "miou", "mIoU"),
                            (axes[1], "boundary_iou", "boundary IoU (3 px)")):
         for r in rows:
-            ax.scatter(r["flops"] / 1e9, r[key], s=40)
-            ax.annotate(r["model"], (r["flops"] / 1e9, r[key]), fontsize=8,
+            ax.scatter(r["flops"] / 1e6, r[key], s=40)
+            ax.annotate(r["model"], (r["flops"] / 1e6, r[key]), fontsize=8,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_xlabel("GFLOPs per image (forward)")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded minor labels
+        ax.set_xlabel("MFLOPs per image (forward)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if title:
