@@ -49,9 +49,24 @@ from torch import nn
 
 from utils.models.backbones.resnet import Bottleneck, ResNet
 from utils.models.backbones.vgg import scaled
+from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD  # one copy (chapter 03)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+def normalisation_buffers_(model: nn.Module) -> None:
+    """Register ImageNet's ``mean`` and ``std`` ([1, 3, 1, 1], not saved in the
+    state dict) on ``model``: images in [0, 1] are normalised with them."""
+    model.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                          persistent=False)
+    model.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                          persistent=False)
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Refuse anything but an image batch ``[B, 3, H, W]``."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an image batch [B, 3, H, W], got {list(x.shape)}")
+
+
 # ASPP's rates at each output stride: the same spacing in the image
 ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 BACKBONES = {"resnet50": 50, "resnet101": 101}
@@ -206,10 +221,7 @@ class DeepLabV3Plus(nn.Module):
         if output_stride not in ATROUS_RATES:
             raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
         self.num_classes, self.separable = num_classes, separable
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        normalisation_buffers_(self)
         self.backbone = zero_init_residual_(
             ResNet(BACKBONES[backbone], output_stride, width))
         channels = scaled(256, width)
@@ -225,9 +237,7 @@ class DeepLabV3Plus(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"expected an image batch [B, 3, H, W], got {list(x.shape)}")
+        check_images(x)
         B, C, H, W = x.shape
         f = self.backbone((x - self.mean) / self.std)
         y = self.aspp(f["layer4"])  # (B, 256w, H/os, W/os)

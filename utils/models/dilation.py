@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from utils.models.backbones.vgg import VGG16
+from utils.models.deeplab import check_images, normalisation_buffers_
+from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
 from utils.models.upsampling import bilinear_upsampling
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Dilations of the context module's 3x3 layers (Table 1: the basic module),
 # followed in both by the 1x1 layer.
 BASIC_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -140,10 +140,7 @@ class Dilation10(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        normalisation_buffers_(self)
         self.front_end = VGG16(width, output_stride=8)
         self.final = nn.Conv2d(self.front_end.fc_channels, num_classes, 1)
         nn.init.normal_(self.final.weight, 0.0, 0.001)  # as the authors' code
@@ -152,9 +149,7 @@ class Dilation10(nn.Module):
         self.upsample = bilinear_upsampling(num_classes, 8, trainable=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"expected an image batch [B, 3, H, W], got {list(x.shape)}")
+        check_images(x)
         B, C, H, W = x.shape
         fc7 = self.front_end((x - self.mean) / self.std)["fc7"]  # (B, 4096w, H/8, W/8)
         score = self.final(fc7)  # (B, K, H/8, W/8)

@@ -32,9 +32,9 @@ from utils.models.backbones.resnet import ResNet
 from utils.models.backbones.vgg import scaled
 from utils.models.deeplab import (
     BACKBONES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ConvBNReLU,
+    check_images,
+    normalisation_buffers_,
     zero_init_residual_,
 )
 
@@ -86,10 +86,7 @@ class PSPNet(nn.Module):
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        normalisation_buffers_(self)
         # residual branches start at zero, as DeepLab's (see zero_init_residual_)
         self.backbone = zero_init_residual_(
             ResNet(BACKBONES[backbone], output_stride, width))
@@ -100,9 +97,7 @@ class PSPNet(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"expected an image batch [B, 3, H, W], got {list(x.shape)}")
+        check_images(x)
         B, C, H, W = x.shape
         f = self.backbone((x - self.mean) / self.std)["layer4"]  # (B, 2048w, h, w)
         y = self.ppm(f)  # (B, 4096w, h, w): h, w = H/os, W/os
