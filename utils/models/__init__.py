@@ -8,6 +8,8 @@ adds a model.
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
@@ -18,7 +20,9 @@ from utils.models.dilation import ContextModule, Dilation10, dilation_front_end
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
 from utils.models.pspnet import PSPNet
+from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
+from utils.models.unet import UNet
 from utils.models.weights import load_torchvision
 
 MODELS = {
@@ -32,6 +36,9 @@ MODELS = {
     "pspnet": PSPNet,  # chapter 07
     "deeplabv3": deeplabv3,  # chapter 07 (DeepLabV3Plus without the decoder)
     "deeplabv3plus": DeepLabV3Plus,  # chapter 07
+    # chapter 04; "same" padding, so that the output has the input's size
+    "unet": functools.partial(UNet, padding="same"),
+    "segnet": SegNet,  # chapter 05
 }
 
 __all__ = [
@@ -50,7 +57,9 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "PatchCNN",
+    "SegNet",
     "TinyFCN",
+    "UNet",
     "build_model",
     "load_torchvision",
 ]

@@ -49,16 +49,11 @@ from torch import nn
 
 from utils.models.backbones.resnet import Bottleneck, ResNet
 from utils.models.backbones.vgg import scaled
-from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD  # one copy (chapter 03)
-
-
-def normalisation_buffers_(model: nn.Module) -> None:
-    """Register ImageNet's ``mean`` and ``std`` ([1, 3, 1, 1], not saved in the
-    state dict) on ``model``: images in [0, 1] are normalised with them."""
-    model.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                          persistent=False)
-    model.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                          persistent=False)
+from utils.models.fcn import (  # noqa: F401  (IMAGENET_*: re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagenet_input,
+)
 
 
 def check_images(x: torch.Tensor) -> None:
@@ -213,15 +208,13 @@ class DeepLabV3Plus(nn.Module):
                  output_stride: int = 16, decoder: bool = True, width: float = 1.0,
                  atrous_rates=None, separable: bool = False):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, "
                              f"got {backbone!r}")
         if output_stride not in ATROUS_RATES:
             raise ValueError(f"output_stride must be 16 or 8, got {output_stride!r}")
-        self.num_classes, self.separable = num_classes, separable
-        normalisation_buffers_(self)
+        imagenet_input(self, num_classes)  # checks and stores num_classes
+        self.separable = separable
         self.backbone = zero_init_residual_(
             ResNet(BACKBONES[backbone], output_stride, width))
         channels = scaled(256, width)

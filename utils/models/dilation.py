@@ -34,8 +34,12 @@ import torch
 from torch import nn
 
 from utils.models.backbones.vgg import VGG16
-from utils.models.deeplab import check_images, normalisation_buffers_
-from utils.models.fcn import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
+from utils.models.deeplab import check_images
+from utils.models.fcn import (  # noqa: F401  (IMAGENET_*: re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    imagenet_input,
+)
 from utils.models.upsampling import bilinear_upsampling
 
 # Dilations of the context module's 3x3 layers (Table 1: the basic module),
@@ -137,10 +141,7 @@ class Dilation10(nn.Module):
     def __init__(self, num_classes: int, width: float = 1.0, context: bool = True,
                  dilations=DILATION10_DILATIONS):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        normalisation_buffers_(self)
+        imagenet_input(self, num_classes)  # checks and stores num_classes
         self.front_end = VGG16(width, output_stride=8)
         self.final = nn.Conv2d(self.front_end.fc_channels, num_classes, 1)
         nn.init.normal_(self.final.weight, 0.0, 0.001)  # as the authors' code

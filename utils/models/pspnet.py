@@ -34,9 +34,9 @@ from utils.models.deeplab import (
     BACKBONES,
     ConvBNReLU,
     check_images,
-    normalisation_buffers_,
     zero_init_residual_,
 )
+from utils.models.fcn import imagenet_input
 
 PAPER_BINS = (1, 2, 3, 6)
 
@@ -78,15 +78,12 @@ class PSPNet(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50",
                  output_stride: int = 16, width: float = 1.0, bins=PAPER_BINS):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, "
                              f"got {backbone!r}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
-        self.num_classes = num_classes
-        normalisation_buffers_(self)
+        imagenet_input(self, num_classes)  # checks and stores num_classes
         # residual branches start at zero, as DeepLab's (see zero_init_residual_)
         self.backbone = zero_init_residual_(
             ResNet(BACKBONES[backbone], output_stride, width))
