@@ -16,6 +16,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def _torch_deterministic_state():
+    import torch
+
+    return (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+_TORCH_DETERMINISTIC = _torch_deterministic_state()
+
+
 @pytest.fixture(autouse=True)
 def _torch_global_state_is_restored():
     """A test that trains calls runtime.setup, which asks torch for deterministic
@@ -23,7 +33,9 @@ def _torch_global_state_is_restored():
     reference in the SegNet tests, has no deterministic kernel and would raise)."""
     import torch
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     yield
+    # The state the session started with, not the one this test found: a
+    # module-scoped fixture (test_cli_errors' trained run) sets it before any
+    # function-scoped fixture can look.
+    deterministic, warn_only = _TORCH_DETERMINISTIC
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

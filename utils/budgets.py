@@ -85,6 +85,22 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
+    # Chapter 06 trains the Dilation10 front end, front end + context module
+    # and FCN-8s, each with this budget; cpu is chapter 03's, so that its
+    # FCN-8s figures can be held next to these. ci: the front end's dilated
+    # fc6 (7x7 over 8x8 maps) makes each Dilation10 run about 5x FCN-8s's FLOPs.
+    "06_dilated_convolution": {
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
+    # Chapter 07 (and benchmarks/semantic_models.py) trains every semantic
+    # model of the course with this one budget.
+    "07_deeplabv3plus": {
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
     # Chapter 08 trains Mask R-CNN (ResNet-50 FPN, width-scaled) from scratch on
     # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's.
     "08_mask_rcnn": {

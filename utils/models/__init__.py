@@ -15,10 +15,13 @@ from torch import nn
 from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
 from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
+from utils.models.deeplab import DeepLabV3Plus, deeplabv3
 from utils.models.detection.mask_rcnn import MaskRCNN
+from utils.models.dilation import ContextModule, Dilation10, dilation_front_end
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.panoptic import PanopticFPN, SemanticFPN
 from utils.models.patch_cnn import PatchCNN
+from utils.models.pspnet import PSPNet
 from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
 from utils.models.unet import UNet
@@ -33,6 +36,11 @@ MODELS = {
     # chapter 04; "same" padding, so that the output has the input's size
     "unet": functools.partial(UNet, padding="same"),
     "segnet": SegNet,  # chapter 05
+    "dilation_front": dilation_front_end,  # chapter 06 (no context module)
+    "dilation10": Dilation10,  # chapter 06
+    "pspnet": PSPNet,  # chapter 07
+    "deeplabv3": deeplabv3,  # chapter 07 (DeepLabV3Plus without the decoder)
+    "deeplabv3plus": DeepLabV3Plus,  # chapter 07
     "maskrcnn": MaskRCNN,  # chapter 08 (instance; sized by for_profile)
     "semantic_fpn": SemanticFPN,  # chapter 09 (the semantic branch on its own)
     "panoptic_fpn": PanopticFPN,  # chapter 09 (panoptic; sized by for_profile)
@@ -41,6 +49,11 @@ MODELS = {
 __all__ = [
     "MODELS",
     "VGG16",
+    "ContextModule",
+    "DeepLabV3Plus",
+    "Dilation10",
+    "PSPNet",
+    "deeplabv3",
     "ResNet",
     "resnet50",
     "resnet101",
