@@ -443,3 +443,12 @@ def test_graph_cut_rejects_bad_scribbles():
         graph_cut(image, fg, torch.zeros(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="both|foreground and background"):
         graph_cut(image, fg, fg)
+
+
+def test_colour_gradient_sees_an_edge_of_equal_brightness():
+    image = torch.zeros(3, 4, 6)
+    image[0, :, :3] = 0.6  # red on the left, green on the right:
+    image[1, :, 3:] = 0.6  # the channel mean is flat
+    assert edges.gradient_magnitude(image.mean(0)).max() < 1e-6
+    colour = edges.gradient_magnitude(image)
+    assert torch.allclose(colour[:, 2:4], torch.full((4, 2), 0.6 / 2 * math.sqrt(2)))

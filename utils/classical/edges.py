@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from utils.classical._threads import single_threaded
+
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
 SOBEL_Y = SOBEL_X.T.contiguous()
 
@@ -57,7 +59,13 @@ def sobel(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def gradient_magnitude(image: torch.Tensor) -> torch.Tensor:
-    """``[H, W]``: the length of the Sobel gradient."""
+    """``[H, W]``: the length of the Sobel gradient of a grey ``[H, W]``
+    image; for a colour ``[C, H, W]`` image, the root of the summed squared
+    gradients of the channels, so that an edge between two colours of equal
+    brightness still counts."""
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        squares = [torch.stack(sobel(channel)).pow(2).sum(0) for channel in image]
+        return torch.stack(squares).sum(0).sqrt()
     gx, gy = sobel(image)
     return torch.hypot(gx, gy)
 
@@ -93,6 +101,7 @@ def non_maximum_suppression(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, magnitude, torch.zeros_like(magnitude))
 
 
+@single_threaded
 def hysteresis(magnitude: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """bool ``[H, W]``: pixels above ``high``, and pixels above ``low`` joined
     to one of those through 8-connected pixels above ``low``."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.classical._threads import single_threaded
+
 
 def _check_mask(mask) -> torch.Tensor:
     mask = torch.as_tensor(mask)
@@ -94,6 +96,7 @@ def distance_transform(mask) -> torch.Tensor:
     return out.sqrt().float()
 
 
+@single_threaded
 def reconstruct_by_dilation(marker: torch.Tensor, mask: torch.Tensor
                             ) -> torch.Tensor:
     """Morphological reconstruction of ``marker`` under ``mask`` (both float

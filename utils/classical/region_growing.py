@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.classical._threads import single_threaded
+
 FOUR = ((-1, 0), (1, 0), (0, -1), (0, 1))
 EIGHT = FOUR + ((-1, -1), (-1, 1), (1, -1), (1, 1))
 
@@ -97,6 +99,7 @@ def grow_step(image: torch.Tensor, labels: torch.Tensor, threshold: float,
     return torch.where(joins, winner, labels)
 
 
+@single_threaded
 def region_grow(image: torch.Tensor, seeds: torch.Tensor, threshold: float,
                 connectivity: int = 4, max_steps: int | None = None
                 ) -> torch.Tensor:
