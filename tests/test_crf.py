@@ -1,6 +1,7 @@
 """The fully connected CRF (chapter 10) against mean-field written out pixel
 by pixel, label by label."""
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from utils.crf import DenseCRFConfig, dense_crf, free_energy
 from utils.data import shapes
 
 CONFIG = DenseCRFConfig(theta_alpha=2.0, theta_beta=0.3, theta_gamma=1.5,
-                        w1=1.5, w2=0.7, iterations=1)
+                        w1=1.5, w2=0.7, iterations=1, normalize=False)
 
 
 def tiny_problem(seed, K=3, H=3, W=4):
@@ -68,18 +69,40 @@ def test_mean_field_update_matches_the_update_written_out(seed):
     assert torch.allclose(got.double(), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["exact", "grid"])
-def test_dense_crf_iterates_the_written_out_update(method):
+def test_dense_crf_iterates_the_written_out_update():
     image, p = tiny_problem(5)
     K, H, W = p.shape
     unary = -torch.log(p).view(K, -1)
     q = p.view(K, -1).double()
     for _ in range(3):
         q = naive_update(image, unary, q, CONFIG)
-    # A grid of tiny cells puts every pixel in its own cell: exact again.
-    got = dense_crf(image, p, CONFIG, iterations=3, method=method, grid_cell=1e-4)
+    got = dense_crf(image, p, CONFIG, iterations=3, method="exact")
     assert got.shape == p.shape and got.dtype == torch.float32
     assert torch.allclose(got.double().view(K, -1), q, atol=1e-5)
+
+
+def test_normalised_kernels_are_the_symmetric_normalisation():
+    """normalize=True: k_ij / sqrt(d_i d_j), d_i = sum_j k_ij over all j (j = i
+    included), each kernel on its own, messages over j != i."""
+    image, p = tiny_problem(6)
+    K, H, W = p.shape
+    N = H * W
+    config = dataclasses.replace(CONFIG, normalize=True)
+    kernels = []
+    for w, only in ((config.w1, "appearance"), (config.w2, "smoothness")):
+        c = dataclasses.replace(config, w1=1.0 if only == "appearance" else 0.0,
+                                w2=1.0 if only == "smoothness" else 0.0)
+        k = torch.tensor([[naive_kernel(image, i, j, c) for j in range(N)]
+                          for i in range(N)], dtype=torch.float64)
+        d = k.sum(1)
+        kernels.append(w * k / torch.sqrt(d[:, None] * d[None]))
+    k = sum(kernels)
+    k.fill_diagonal_(0)
+    q = p.view(K, N).double()
+    unary = -torch.log(q)
+    expected = torch.softmax(-unary + q @ k.T, 0)
+    got = dense_crf(image, p, config, iterations=1, method="exact")
+    assert torch.allclose(got.double().view(K, N), expected, atol=1e-5)
 
 
 def test_exact_messages_do_not_depend_on_chunks_or_the_cache():
@@ -106,19 +129,42 @@ def shapes_problem(index=0, size=32):
     return image, target, coarse_prediction(target, stride=8)
 
 
-def test_grid_approximation_is_close_to_the_exact_sums():
-    image, _, p = shapes_problem(0, size=48)
+def test_lattice_filters_like_a_gaussian_up_to_its_scale():
+    """On densely sampled features the permutohedral lattice's output is a
+    constant fraction of the exact Gaussian sums (the authors' lattice is not
+    normalised; the CRF's normalisation cancels the constant)."""
+    axes = [torch.arange(0, 6, 0.05)] * 2
+    f = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    values = torch.rand(len(f), 2, generator=torch.Generator().manual_seed(0))
+    centre = ((f - 3).abs() < 1).all(1)
+    exact = crf.gaussian_kernel(f[centre], f) @ values
+    ratio = crf.PermutohedralLattice(f)(values)[centre] / exact
+    assert ratio.std() < 0.02 * ratio.mean() and 0.7 < ratio.mean() < 1.1
+
+
+def test_lattice_self_weight_is_a_points_own_response():
+    f = torch.rand(40, 5, generator=torch.Generator().manual_seed(1)) * 1000
+    lattice = crf.PermutohedralLattice(f)  # points far apart: no paths between
+    own = lattice(torch.eye(40)).diagonal()
+    assert torch.allclose(lattice.self_weight, own, atol=1e-6)
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_lattice_approximation_is_close_to_the_exact_sums(index):
+    image, _, p = shapes_problem(index, size=48)
     config = DenseCRFConfig(theta_alpha=8.0, theta_beta=0.1)
     exact = dense_crf(image, p, config, method="exact")
-    grid = dense_crf(image, p, config, method="grid")
-    assert (exact - grid).abs().max() < 0.05
-    assert (exact.argmax(0) == grid.argmax(0)).float().mean() > 0.99
+    lattice = dense_crf(image, p, config, method="lattice")
+    assert (exact - lattice).abs().mean() < 0.01
+    assert (exact.argmax(0) == lattice.argmax(0)).float().mean() > 0.99
 
 
 @pytest.mark.parametrize("index", range(3))
-def test_mean_field_lowers_the_free_energy(index):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_mean_field_lowers_the_free_energy(index, normalize):
     image, _, p = shapes_problem(index, size=24)
-    config = DenseCRFConfig(theta_alpha=8.0, theta_beta=0.1, method="exact")
+    config = DenseCRFConfig(theta_alpha=8.0, theta_beta=0.1, method="exact",
+                            normalize=normalize)
     K = p.shape[0]
     unary = crf.unary_from_probabilities(p).view(K, -1)
     messages = crf.message_function(image, config)
@@ -148,7 +194,7 @@ def test_free_energy_matches_its_definition():
 
 def test_the_crf_sharpens_a_coarse_prediction():
     image, target, p = shapes_problem(1, size=48)
-    refined = dense_crf(image, p, theta_alpha=8.0, theta_beta=0.1)
+    refined = dense_crf(image, p, crf.SHAPES)
     valid = target != 255
     before = (p.argmax(0) == target)[valid].float().mean()
     after = (refined.argmax(0) == target)[valid].float().mean()
@@ -183,6 +229,6 @@ def test_dense_crf_rejects_bad_input():
     with pytest.raises(TypeError, match="float"):
         dense_crf(image, p.argmax(0))
     with pytest.raises(ValueError, match="method"):
-        dense_crf(image, p, method="lattice")
+        dense_crf(image, p, method="grid")
     with pytest.raises(ValueError, match="theta_alpha"):
         DenseCRFConfig(theta_alpha=0)

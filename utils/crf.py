@@ -20,41 +20,47 @@ output with it. Every pixel ``i`` takes a label ``x_i``, and a labelling costs
   small isolated regions.
 
 **Mean-field inference** approximates ``P(x)`` by a product of per-pixel
-distributions ``Q_i``, and lowers ``KL(Q || P)`` by repeating the update
+distributions ``Q_i`` and lowers ``KL(Q || P)`` by repeating the update
 
-    Q_i(l) ∝ exp(-psi_u(l) - sum_{l'} mu(l, l') sum_{j != i} k(f_i, f_j) Q_j(l')).
+    Q_i(l) ∝ exp(-psi_u(l) - sum_{l'} mu(l, l') sum_{j != i} k(f_i, f_j) Q_j(l')),
 
-With Potts, ``sum_{l' != l} Q_j(l') = 1 - Q_j(l)``, and the part that does not
-depend on ``l`` cancels in the normalisation:
+which with Potts (``sum_{l' != l} Q_j(l') = 1 - Q_j(l)``; what does not depend
+on ``l`` cancels in the normalisation) is
 
     Q_i(l) ∝ exp(-psi_u(l) + sum_{j != i} k(f_i, f_j) Q_j(l)).
 
-The sum over all ``j`` (the "message") is the whole cost: ``N^2`` kernel
-values for ``N`` pixels.
+**Normalised kernels.** The sum over ``j`` grows with the number of similar
+pixels, so the right ``w1, w2`` would depend on the image's size. The
+authors' code divides each kernel by its row sums (symmetrically in their 2013
+release, pydensecrf's default, which DeepLab's parameter values assume):
+``k_ij / sqrt(d_i d_j)`` with ``d_i = sum_j k_ij``. That kernel is still
+symmetric, so the model stays a CRF with a well-defined energy.
+``normalize=True`` (the default) does the same; ``normalize=False`` uses the
+paper's raw sums.
+
+The sum over ``j`` (the "message") is the whole cost: ``N^2`` kernel values
+for ``N`` pixels.
 
 - ``method="exact"`` evaluates it: the ``N x N`` kernel, built in chunks of
-  rows (and kept between iterations while it fits in ``cache_bytes``).
-- ``method="grid"`` approximates it for larger images. The smoothness kernel
-  is a Gaussian filter, exact and cheap as two 1-D convolutions (truncated at
-  4 theta_gamma). For the appearance kernel the pixels are grouped into cells
-  of ``grid_cell`` standard deviations in every feature (``grid_cell *
-  theta_alpha`` pixels in position, ``grid_cell * theta_beta`` in each colour
-  channel); each cell sends one message from its centroid carrying the sum of
-  its pixels' ``Q``, and every pixel receives at full resolution with its own
-  colour, so edges stay sharp. Its cost is ``N x M`` for ``M`` occupied cells.
-  The chapter measures its error against the exact sums.
-- ``method="auto"`` (default): exact up to ``max_exact_pixels``, grid above.
+  rows, kept between iterations while it fits in ``cache_bytes``.
+- ``method="lattice"`` approximates each Gaussian filter with the
+  permutohedral lattice (Adams, Baek & Davis, Eurographics 2010), as the
+  paper does, in O(N): splat every pixel onto the vertices of its enclosing
+  simplex in a lattice over the (scaled) feature space, blur along the
+  lattice's d + 1 axes, and slice back. The chapter measures its error
+  against the exact sums.
+- ``method="auto"`` (default): exact up to ``max_exact_pixels``, the lattice
+  above.
 
 Defaults are DeepLab v2's (ResNet-101, PASCAL VOC, images of about 500 x 500
 pixels, colours in 0..255): ``w1 = 4, theta_alpha = 67, theta_beta = 3,
 w2 = 3, theta_gamma = 1``, 10 iterations; ``theta_beta`` here is in the
-course's image units, 3 / 255. On small images scale ``theta_alpha`` with the
-image (chapter 10 tunes all of them on Shapes).
+course's image units, 3 / 255. :data:`SHAPES` holds values for the Shapes
+images of chapter 10.
 
-Deviations from the paper: the paper's inference filters with the
-permutohedral lattice (Adams et al. 2010) in O(N); here the sums are exact
-or the cell approximation above. The authors' code lets a pixel send a
-message to itself; the sums here leave ``j = i`` out, as the equations do.
+Deviations from the paper: the messages leave ``j = i`` out, as the paper's
+equations do (the authors' lattice code includes it); with normalised
+kernels its weight is ``1 / d_i``, small.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-METHODS = ("auto", "exact", "grid")
+METHODS = ("auto", "exact", "lattice")
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,14 @@ class DenseCRFConfig:
     w1: float = 4.0  # weight of the appearance kernel
     w2: float = 3.0  # weight of the smoothness kernel
     iterations: int = 10  # mean-field updates
-    method: str = "auto"  # "exact", "grid", or "auto": exact up to max_exact_pixels
+    normalize: bool = True  # k_ij / sqrt(d_i d_j), as the authors' code (see above)
+    method: str = "auto"  # "exact", "lattice", or "auto": exact up to max_exact_pixels
     max_exact_pixels: int = 96 * 96  # "auto" is exact up to this many pixels
-    grid_cell: float = 0.5  # "grid": cell side in standard deviations of each feature
-    cache_bytes: int = 1 << 28  # keep kernels up to this size between iterations
+    cache_bytes: int = 1 << 29  # keep the exact kernel between iterations up to this
     eps: float = 1e-8  # probabilities are clamped to >= eps before the log
 
     def __post_init__(self):
-        for name in ("theta_alpha", "theta_beta", "theta_gamma", "grid_cell", "eps"):
+        for name in ("theta_alpha", "theta_beta", "theta_gamma", "eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
@@ -98,6 +104,13 @@ class DenseCRFConfig:
             raise ValueError(f"iterations must be an int >= 0, got {self.iterations!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+
+# Shapes at 64 x 64 pixels (chapter 10): chosen on the validation split by
+# ``python -m benchmarks.classical_and_crf --tune`` (FCN-8s's outputs, cpu
+# profile), which prints the grid it searched.
+SHAPES = DenseCRFConfig(theta_alpha=10.0, theta_beta=0.05, theta_gamma=1.0,
+                        w1=10.0, w2=3.0)
 
 
 # ---------------------------------------------------------------- features
@@ -138,9 +151,10 @@ def gaussian_kernel(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def pairwise_kernel(appearance: torch.Tensor, smoothness: torch.Tensor,
                     w1: float, w2: float, rows: slice = slice(None)
                     ) -> torch.Tensor:
-    """``[n, N]``: ``w1 k_appearance + w2 k_smoothness`` between the pixels
-    ``rows`` and every pixel, with ``k(f_i, f_i)`` (a pixel with itself) set
-    to 0: the message leaves ``j = i`` out."""
+    """``[n, N]``: ``w1 k_appearance + w2 k_smoothness`` (the paper's raw,
+    unnormalised kernels) between the pixels ``rows`` and every pixel, with
+    ``k(f_i, f_i)`` (a pixel with itself) set to 0: the message leaves
+    ``j = i`` out."""
     k = w1 * gaussian_kernel(appearance[rows], appearance)
     k += w2 * gaussian_kernel(smoothness[rows], smoothness)
     start = rows.start or 0
@@ -153,8 +167,8 @@ def pairwise_kernel(appearance: torch.Tensor, smoothness: torch.Tensor,
 def mean_field_update(unary: torch.Tensor, q: torch.Tensor,
                       appearance: torch.Tensor, smoothness: torch.Tensor,
                       w1: float, w2: float) -> torch.Tensor:
-    """One exact mean-field update: ``Q_i(l) ∝ exp(-unary_i(l) +
-    sum_{j != i} k(f_i, f_j) Q_j(l))`` (Potts).
+    """One exact mean-field update with the paper's (unnormalised) kernels:
+    ``Q_i(l) ∝ exp(-unary_i(l) + sum_{j != i} k(f_i, f_j) Q_j(l))`` (Potts).
 
     ``unary`` and ``q``: ``float [K, N]``; ``appearance`` ``[N, Da]`` and
     ``smoothness`` ``[N, Ds]``: features already divided by their standard
@@ -166,99 +180,214 @@ def mean_field_update(unary: torch.Tensor, q: torch.Tensor,
     return torch.softmax(-unary + message, dim=0)
 
 
+# ------------------------------------------------- the permutohedral lattice
+
+class PermutohedralLattice:
+    """Gaussian filtering ``out_i ≈ sum_j exp(-|f_i - f_j|^2 / 2) v_j`` in O(N)
+    for features ``f [N, d]`` (Adams, Baek & Davis 2010), transcribed from
+    the authors' code that Krähenbühl & Koltun released with the paper.
+
+    The features are scaled and lifted onto the hyperplane ``sum = 0`` of
+    R^(d+1), tiled by simplices whose vertices (the lattice points) have
+    integer coordinates. Filtering = *splat* each value onto the d + 1
+    vertices of its simplex with barycentric weights, *blur* the lattice
+    with ``[1/2, 1, 1/2]`` along each of its d + 1 axes, *slice* back with
+    the same weights. Only the occupied lattice points are stored (found with
+    ``torch.unique`` instead of a hash table).
+    """
+
+    def __init__(self, features: torch.Tensor):
+        f = features.double()
+        N, d = f.shape
+        self.d = d
+        device = f.device
+        # Elevate onto the hyperplane (Adams et al., p. 5), scaled so that the
+        # blur below matches a Gaussian of standard deviation 1.
+        inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
+        i = torch.arange(d, dtype=torch.float64, device=device)
+        scaled = f * (inv_std / torch.sqrt((i + 1) * (i + 2)))  # (N, d)
+        suffix = torch.cat([scaled.flip(1).cumsum(1).flip(1),
+                            torch.zeros(N, 1, dtype=torch.float64, device=device)], 1)
+        j = torch.arange(1, d + 1, dtype=torch.float64, device=device)
+        elevated = suffix.clone()  # (N, d + 1)
+        elevated[:, 1:] -= j * scaled
+        # The nearest lattice point of "colour 0" (coordinates multiples of d+1).
+        v = elevated / (d + 1)
+        up, down = torch.ceil(v) * (d + 1), torch.floor(v) * (d + 1)
+        rem0 = torch.where(up - elevated < elevated - down, up, down)
+        total = (rem0 / (d + 1)).sum(1, keepdim=True).round().long()
+        # Rank of each coordinate's remainder (ties: the earlier index first).
+        diff = elevated - rem0
+        less = diff[:, :, None] < diff[:, None, :]  # (N, i, j): diff_i < diff_j
+        upper = torch.ones(d + 1, d + 1, dtype=torch.bool, device=device).triu(1)
+        rank = (less & upper).sum(2) + (~less.transpose(1, 2) & upper.T).sum(2)
+        rank = rank + total
+        rem0 = rem0.long()
+        low, high = rank < 0, rank > d
+        rank = torch.where(low, rank + d + 1, torch.where(high, rank - d - 1, rank))
+        rem0 = torch.where(low, rem0 + d + 1, torch.where(high, rem0 - d - 1, rem0))
+        # Barycentric weights (p. 10).
+        b = torch.zeros(N, d + 2, dtype=torch.float64, device=device)
+        part = (elevated - rem0) / (d + 1)
+        b.scatter_add_(1, d - rank, part)
+        b.scatter_add_(1, d - rank + 1, -part)
+        b[:, 0] += 1.0 + b[:, d + 1]
+        self.weights = b[:, : d + 1].float()  # (N, d + 1)
+        # The d + 1 vertices: rem0 + the canonical simplex's vertex r, whose
+        # coordinate i is r, or r - (d + 1) where rank_i > d - r.
+        r = torch.arange(d + 1, device=device)[:, None, None]  # (d + 1, 1, 1)
+        keys = rem0[None, :, :d] + torch.where(rank[None, :, :d] <= d - r, r, r - d - 1)
+        keys = keys.reshape(-1, d)  # (vertex r of pixel n at r * N + n, d)
+        # Pack a key into one int64 (the last coordinate is implied by the
+        # plane sum = 0), with room for the blur's neighbours (+-d).
+        low_key = keys.min(0).values - d - 1
+        span = keys.max(0).values + d + 2 - low_key
+        if float(torch.prod(span.double())) >= 2.0**62:
+            raise ValueError("features too spread for the lattice: increase the "
+                             "kernel's standard deviations or use method='exact'")
+        self.stride = torch.cumprod(torch.cat([span.new_ones(1), span[:-1]]), 0)
+        packed = ((keys - low_key) * self.stride).sum(1)
+        self.points, inverse = torch.unique(packed, return_inverse=True)
+        self.vertex = inverse.view(d + 1, N).T + 1  # (N, d + 1); row 0: "none"
+        # Blur neighbours along each axis j: key -+ 1 everywhere, with key_j
+        # +- d instead (axis d: the implied coordinate).
+        ones = self.stride.sum()
+        self.neighbours = []
+        for axis in range(d + 1):
+            shift = ones - (d + 1) * self.stride[axis] if axis < d else ones
+            self.neighbours.append((self._find(self.points - shift),
+                                    self._find(self.points + shift)))
+        self.alpha = 1.0 / (1.0 + 2.0 ** -d)  # the authors' scaling constant
+        self.self_weight = self._self_weight(rank)
+
+    def _self_weight(self, rank: torch.Tensor) -> torch.Tensor:
+        """``[N]``: how much of its own value each pixel gets back, through
+        its own simplex: the filter's ``k(f_i, f_i)``, which should be 1 and
+        is not (the lattice only approximates the Gaussian), so that messages
+        can leave ``j = i`` out. Consecutive vertices ``r, r + 1`` of a simplex
+        are neighbours along the axis whose coordinate has rank ``d - r``, so
+        the blur restricted to the simplex is d + 1 steps along its edges.
+        Paths through other lattice points are not counted (they add little
+        where the lattice is sparse, where this matters)."""
+        d = self.d
+        x = self.weights.double().clone()  # (N, d + 1): splat of a unit value
+        rows = torch.arange(len(x), device=x.device)
+        for axis in range(d + 1):
+            a = d - rank[:, axis]  # the edge (a, a + 1) along this axis
+            b = (a + 1) % (d + 1)
+            xa, xb = x[rows, a], x[rows, b]
+            x[rows, a], x[rows, b] = xa + 0.5 * xb, xb + 0.5 * xa
+        return (self.alpha * (x * self.weights.double()).sum(1)).float()
+
+    def _find(self, packed: torch.Tensor) -> torch.Tensor:
+        """Row of each packed key among the lattice points (+1), 0 if absent."""
+        at = torch.searchsorted(self.points, packed).clamp(max=len(self.points) - 1)
+        return torch.where(self.points[at] == packed, at + 1, 0)
+
+    @property
+    def size(self) -> int:
+        """The number of occupied lattice points."""
+        return len(self.points)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """``[N, c]`` values in, the filtered ``[N, c]`` out."""
+        N, c = values.shape
+        lattice = torch.zeros(self.size + 1, c, dtype=values.dtype,
+                              device=values.device)
+        weights = self.weights.to(values.dtype)
+        for r in range(self.d + 1):  # splat
+            lattice.index_add_(0, self.vertex[:, r], weights[:, r, None] * values)
+        lattice[0] = 0
+        for n1, n2 in self.neighbours:  # blur, one axis at a time
+            blurred = lattice[1:] + 0.5 * (lattice[n1] + lattice[n2])
+            lattice = torch.cat([lattice[:1], blurred])
+        out = torch.zeros_like(values)
+        for r in range(self.d + 1):  # slice
+            out += weights[:, r, None] * lattice[self.vertex[:, r]]
+        return out * self.alpha
+
+
 # ---------------------------------------------------------------- messages
 
-def gaussian_filter(q: torch.Tensor, height: int, width: int, theta: float,
-                    radius: int) -> torch.Tensor:
-    """``[K, N]``: ``sum_j exp(-|p_i - p_j|^2 / 2 theta^2) Q_j`` over the
-    pixels ``j`` within ``radius`` rows and columns of ``i`` (every pixel of
-    the image when ``radius >= max(H, W) - 1``), by two 1-D convolutions: the
-    Gaussian of a 2-D offset is the product of the Gaussians of its rows and
-    columns offsets."""
-    K = q.shape[0]
-    taps = torch.arange(-radius, radius + 1, dtype=q.dtype, device=q.device)
-    taps = torch.exp(-0.5 * (taps / theta) ** 2)
-    x = q.reshape(K, 1, height, width)
-    x = F.conv2d(x, taps.view(1, 1, -1, 1), padding=(radius, 0))  # zeros outside
-    x = F.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, radius))
-    return x.reshape(K, -1)
-
-
 class _Messages:
-    """``sum_{j != i} (w1 k_appearance + w2 k_smoothness)(f_i, f_j) Q_j``.
+    """``sum_{j != i} (w1 k_appearance + w2 k_smoothness)(f_i, f_j) Q_j``,
+    each kernel normalised if ``config.normalize``.
 
-    The smoothness part is a Gaussian filter (exact when it spans the image);
-    the appearance part is a matrix from every pixel to ``sources``: every
-    pixel itself (exact), or the centroids of the occupied cells (grid),
-    built in row chunks and cached while it fits in ``cache_bytes``."""
+    Every filter below sums over all ``j``, the pixel itself included (with
+    ``k = 1``), as the lattice cannot leave it out; the messages then take
+    ``j = i`` away."""
 
     def __init__(self, image: torch.Tensor, config: DenseCRFConfig, exact: bool):
         C, H, W = image.shape
-        self.config, self.height, self.width, self.exact = config, H, W, exact
-        self.appearance = appearance_features(image, config.theta_alpha,
-                                              config.theta_beta)  # (N, 2 + C)
-        n = H * W
-        if exact:
-            self.sources, self.cell = self.appearance, None
-            self.radius = max(H, W) - 1
-        else:
-            self.sources, self.cell = self._cells(self.appearance, config.grid_cell)
-            self.radius = min(math.ceil(4 * config.theta_gamma), max(H, W) - 1)
-        m = len(self.sources)
-        self.chunk = max(1, min(n, (1 << 24) // m))  # rows per chunk: ~64 MB
-        self.kernel = self._kernel(slice(None)) if n * m * 4 <= config.cache_bytes \
-            else None
-
-    @staticmethod
-    def _cells(features: torch.Tensor, cell: float):
-        """Centroids ``[M, D]`` of the occupied cells of side ``cell`` and
-        each pixel's cell ``int64 [N]``."""
-        index = torch.floor(features / cell).long()
-        index -= index.min(0).values
-        key = torch.zeros(len(index), dtype=torch.int64, device=index.device)
-        for d in range(index.shape[1]):
-            key = key * (int(index[:, d].max()) + 1) + index[:, d]
-        _, cell_of, counts = torch.unique(key, return_inverse=True,
-                                          return_counts=True)
-        sums = torch.zeros(len(counts), features.shape[1], device=features.device)
-        sums.index_add_(0, cell_of, features)
-        return sums / counts[:, None], cell_of
-
-    @property
-    def cells(self) -> int:
-        """The number of message sources: ``N`` (exact) or occupied cells."""
-        return len(self.sources)
-
-    def _kernel(self, rows: slice) -> torch.Tensor:
-        k = gaussian_kernel(self.appearance[rows], self.sources)
-        if self.exact:  # leave j = i out
-            start = rows.start or 0
-            i = torch.arange(k.shape[0], device=k.device)
-            k[i, i + start] = 0
-        return k
+        self.config = config
+        self.kernels = []  # (weight, filter, 1 / sqrt(d_i) or None)
+        if config.w1:
+            features = appearance_features(image, config.theta_alpha,
+                                           config.theta_beta)
+            self.kernels.append((config.w1, _ExactFilter(features, config.cache_bytes)
+                                 if exact else PermutohedralLattice(features)))
+        if config.w2:
+            # A Gaussian of position only is a blur: exact over the whole image,
+            # or truncated at 4 standard deviations (a relative error < 1e-3).
+            radius = max(H, W) - 1 if exact else \
+                min(math.ceil(4 * config.theta_gamma), max(H, W) - 1)
+            self.kernels.append((config.w2, _SpatialFilter(
+                H, W, config.theta_gamma, radius, image.dtype, image.device)))
+        ones = torch.ones(H * W, 1, dtype=image.dtype, device=image.device)
+        self.kernels = [(w, f, f(ones)[:, 0].clamp(min=1e-20).rsqrt()
+                         if config.normalize else None) for w, f in self.kernels]
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:  # q: (K, N) -> (K, N)
-        K, n = q.shape
-        if self.exact:
-            mass = q.T  # (N, K)
-        else:  # each cell sends the sum of its pixels' Q
-            mass = torch.zeros(self.cells, K, dtype=q.dtype, device=q.device)
-            mass.index_add_(0, self.cell, q.T)
-        if self.kernel is not None:
-            appearance = (self.kernel @ mass).T
-        else:
-            appearance = torch.empty_like(q)
-            for start in range(0, n, self.chunk):
-                rows = slice(start, min(n, start + self.chunk))
-                appearance[:, rows] = (self._kernel(rows) @ mass).T
-        if not self.exact:
-            appearance = appearance - q  # k(f_i, f_i) = 1 is in i's own cell
-        out = self.config.w1 * appearance
-        if self.config.w2:
-            smooth = gaussian_filter(q, self.height, self.width,
-                                     self.config.theta_gamma, self.radius)
-            out = out + self.config.w2 * (smooth - q)  # leave j = i out
+        out = torch.zeros_like(q)
+        for weight, filt, scale in self.kernels:
+            own = getattr(filt, "self_weight", 1.0)  # the filter's k(f_i, f_i)
+            if scale is None:
+                message = filt(q.T).T - own * q  # j = i left out
+            else:  # k_ij / sqrt(d_i d_j), j = i left out
+                message = scale * filt((q * scale).T).T - own * q * scale**2
+            out += weight * message
         return out
+
+
+class _ExactFilter:
+    """``sum_j exp(-|f_i - f_j|^2 / 2) v_j`` over all ``j``, with the full
+    kernel (kept if it fits in ``cache_bytes``, else built in row chunks)."""
+
+    def __init__(self, features: torch.Tensor, cache_bytes: int):
+        self.features = features
+        n = len(features)
+        self.chunk = max(1, min(n, (1 << 24) // n))  # rows per chunk: ~64 MB
+        self.kernel = gaussian_kernel(features, features) \
+            if n * n * 4 <= cache_bytes else None
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:  # (N, c) -> (N, c)
+        if self.kernel is not None:
+            return self.kernel @ values
+        n = len(values)
+        out = torch.empty_like(values)
+        for start in range(0, n, self.chunk):
+            rows = slice(start, min(n, start + self.chunk))
+            out[rows] = gaussian_kernel(self.features[rows], self.features) @ values
+        return out
+
+
+class _SpatialFilter:
+    """``sum_j exp(-|p_i - p_j|^2 / 2 theta^2) v_j`` over the pixels ``j``
+    within ``radius`` rows and columns of ``i``, by two 1-D convolutions (the
+    Gaussian of a 2-D offset is the product of two 1-D Gaussians); exact when
+    ``radius >= max(H, W) - 1``."""
+
+    def __init__(self, height, width, theta, radius, dtype, device):
+        self.shape, self.radius = (height, width), radius
+        taps = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+        self.taps = torch.exp(-0.5 * (taps / theta) ** 2)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:  # (N, c) -> (N, c)
+        c, r = values.shape[1], self.radius
+        x = values.T.reshape(c, 1, *self.shape)
+        x = F.conv2d(x, self.taps.view(1, 1, -1, 1), padding=(r, 0))  # zeros outside
+        x = F.conv2d(x, self.taps.view(1, 1, 1, -1), padding=(0, r))
+        return x.reshape(c, -1).T
 
 
 # ---------------------------------------------------------------- the CRF
@@ -298,20 +427,28 @@ def _check_inputs(image: torch.Tensor, probabilities: torch.Tensor
     return image, probabilities, batched
 
 
+def _config(config: DenseCRFConfig | None, overrides: dict) -> DenseCRFConfig:
+    config = config or DenseCRFConfig()
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
 def unary_from_probabilities(probabilities: torch.Tensor, eps: float = 1e-8
                              ) -> torch.Tensor:
     """``-log max(P, eps)``, the unary potential of each label."""
     return -torch.log(probabilities.float().clamp(min=eps))
 
 
-def message_function(image: torch.Tensor, config: DenseCRFConfig):
+def message_function(image: torch.Tensor, config: DenseCRFConfig | None = None,
+                     **overrides):
     """The message operator of one image ``[C, H, W]``: a function from
-    ``Q [K, N]`` to ``sum_{j != i} (w1 k1 + w2 k2)(f_i, f_j) Q_j`` ``[K, N]``,
-    exact or approximate as ``config.method`` says."""
+    ``Q [K, N]`` to ``[K, N]``, ``sum_{j != i} (w1 k1 + w2 k2)(f_i, f_j) Q_j``
+    (kernels normalised if ``config.normalize``), exact or by the lattice as
+    ``config.method`` says."""
+    config = _config(config, overrides)
     C, H, W = image.shape
     method = config.method
     if method == "auto":
-        method = "exact" if H * W <= config.max_exact_pixels else "grid"
+        method = "exact" if H * W <= config.max_exact_pixels else "lattice"
     return _Messages(image.float(), config, exact=method == "exact")
 
 
@@ -330,11 +467,9 @@ def dense_crf(image: torch.Tensor, probabilities: torch.Tensor,
 
     Returns the mean-field marginals ``Q``, ``float32``, shaped like
     ``probabilities`` and on its device; ``Q.argmax(-3)`` is the refined
-    labelling. ``iterations=0`` returns the normalised input.
+    labelling. ``iterations=0`` returns the input (renormalised).
     """
-    config = config or DenseCRFConfig()
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
+    config = _config(config, overrides)
     image, probabilities, batched = _check_inputs(image, probabilities)
     out = torch.empty_like(probabilities, dtype=torch.float32)
     for b in range(probabilities.shape[0]):
@@ -356,35 +491,25 @@ def free_energy(image: torch.Tensor, probabilities: torch.Tensor,
     exactly (``O(N^2)``: small images only):
 
         sum_i sum_l Q_i(l) (psi_u(l) + log Q_i(l))
-          + 1/2 sum_i sum_{j != i} k(f_i, f_j) (1 - sum_l Q_i(l) Q_j(l)).
+          + 1/2 sum_i sum_{j != i} k(f_i, f_j) (1 - sum_l Q_i(l) Q_j(l)),
 
-    ``image [C, H, W]``, ``probabilities`` and ``q`` ``[K, H, W]`` (one image).
-    Mean-field updates lower it in practice (each single-pixel update
-    provably does; the parallel update of all pixels at once usually does).
+    with the kernel normalised if ``config.normalize``. ``image [C, H, W]``,
+    ``probabilities`` and ``q`` ``[K, H, W]`` (one image). Mean-field updates
+    lower it in practice (each single-pixel update provably does; the
+    parallel update of all pixels at once usually does).
     """
-    config = config or DenseCRFConfig()
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
+    config = _config(config, overrides)
     image, probabilities, batched = _check_inputs(image, probabilities)
     if batched:
         raise ValueError("free_energy takes one image, not a batch")
     K, H, W = probabilities[0].shape
     unary = unary_from_probabilities(probabilities[0], config.eps).view(K, -1)
     unary, q = unary.double(), q.reshape(K, -1).double()
-    appearance = appearance_features(image[0].double(), config.theta_alpha,
-                                     config.theta_beta)
-    smoothness = smoothness_features(H, W, config.theta_gamma,
-                                     image.device).double()
-    n = H * W
-    message = torch.empty_like(q)  # sum_{j != i} k_ij Q_j
-    total_k = torch.zeros((), dtype=torch.float64)  # sum_{i != j} k_ij
-    for start in range(0, n, 1024):
-        rows = slice(start, min(n, start + 1024))
-        k = pairwise_kernel(appearance, smoothness, config.w1, config.w2, rows)
-        message[:, rows] = q @ k.T
-        total_k += k.sum()
+    messages = _Messages(image[0].double(), dataclasses.replace(config, cache_bytes=0),
+                         exact=True)
     entropy_term = (q * torch.log(q.clamp(min=1e-300))).sum()
     unary_term = (q * unary).sum()
-    # sum_{j != i} k_ij (1 - Q_i . Q_j) = sum_j k_ij - Q_i . message_i
-    pairwise = 0.5 * (total_k - (q * message).sum())
+    # sum_{j != i} k_ij (1 - Q_i . Q_j) = sum_{j != i} k_ij - Q_i . message_i
+    total_k = messages(torch.ones(1, H * W, dtype=torch.float64)).sum()
+    pairwise = 0.5 * (total_k - (q * messages(q)).sum())
     return float(entropy_term + unary_term + pairwise)
