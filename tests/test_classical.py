@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 import torch
 
-from utils.classical import edges, morphology, otsu
+from utils.classical import compare, edges, morphology, otsu
 from utils.classical import region_growing as rg
 from utils.classical.graph_cut import (
     GraphCutConfig,
@@ -452,3 +452,72 @@ def test_colour_gradient_sees_an_edge_of_equal_brightness():
     assert edges.gradient_magnitude(image.mean(0)).max() < 1e-6
     colour = edges.gradient_magnitude(image)
     assert torch.allclose(colour[:, 2:4], torch.full((4, 2), 0.6 / 2 * math.sqrt(2)))
+
+
+# ------------------------------------------------- the chapter's comparison
+
+
+def square_problem():
+    """A bright square thing (class 3) on two stuff regions (classes 0, 1)."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.full((3, 24, 24), 0.3) + 0.02 * torch.rand(3, 24, 24, generator=g)
+    image[:, :, 12:] += 0.2  # the second stuff region is a little brighter
+    target = torch.zeros(24, 24, dtype=torch.int64)
+    target[:, 12:] = 1
+    image[:, 6:16, 5:15] = torch.tensor([0.95, 0.95, 0.9])[:, None, None]
+    target[6:16, 5:15] = 3
+    return image.clamp(0, 1), target
+
+
+@pytest.mark.parametrize("method", compare.INTERACTIVE)
+def test_interactive_methods_find_a_square_from_clicks(method):
+    image, target = square_problem()
+    mask = compare.interactive(image, target, method)
+    fg, band = compare.binary_scores(mask[None], target[None])
+    assert mask.dtype == torch.bool and fg > 0.95 and band > 0.9
+
+
+def test_binary_scores_and_otsu_polarity():
+    image, target = square_problem()
+    truth = compare.thing_mask(target)
+    assert compare.binary_scores(truth[None], target[None]) == (1.0, 1.0)
+    dark = 1 - image  # the square is now darker than the stuff
+    assert torch.equal(compare.otsu_best_polarity(dark, target), truth)
+    assert compare.binary_target(torch.tensor([0, 3, 255])).tolist() == [0, 1, 255]
+
+
+def test_coarse_probabilities_are_block_fractions():
+    target = torch.zeros(1, 8, 8, dtype=torch.int64)
+    target[0, :4, :4] = 2  # one block of class 2, three of class 0
+    target[0, 4:, 4:] = 255  # and one block of ignore
+    p = compare.coarse_probabilities(target, 3, stride=4, doubt=0.0)
+    assert torch.allclose(p.sum(1), torch.ones(1, 8, 8))
+    assert torch.allclose(p[0, :, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(p[0, :, 7, 7], torch.full((3,), 1 / 3))  # no information
+    # With stride 1 the "prediction" is the truth itself.
+    exact = compare.coarse_probabilities(target[:, :4], 3, stride=1, doubt=0.0)
+    assert torch.equal(exact.argmax(1), target[:, :4].clamp(max=2))
+
+
+def two_touching_cells(membrane=True):
+    """Two discs of radius 7 whose centres are 12 pixels apart, brighter in
+    the middle, with a darker border between them."""
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(40.0), indexing="ij")
+    d1 = ((ys - 16) ** 2 + (xs - 13) ** 2).sqrt() / 7
+    d2 = ((ys - 16) ** 2 + (xs - 25) ** 2).sqrt() / 7
+    nearest = torch.minimum(d1, d2)
+    image = torch.where(nearest <= 1, 0.8 * (1 - 0.3 * nearest**2), 0.1)
+    if membrane:
+        image[(nearest <= 1) & (xs == 19)] *= 0.6
+    return image.expand(3, 32, 40).clone()
+
+
+@pytest.mark.parametrize("by", ["distance", "intensity"])
+def test_split_cells_separates_two_touching_cells(by):
+    image = two_touching_cells()
+    merged = morphology.connected_components(image.mean(0) > 0.3)
+    assert int(merged.max()) == 1  # one blob for a threshold
+    cells = compare.split_cells(image, by)
+    assert cells.unique().tolist() == [0, 1, 2]
+    left, right = cells[16, 13], cells[16, 25]
+    assert left > 0 and right > 0 and left != right

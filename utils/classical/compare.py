@@ -125,4 +125,5 @@ def coarse_probabilities(targets: torch.Tensor, num_classes: int, stride: int = 
     p = F.interpolate(fractions, size=targets.shape[-2:], mode="bilinear",
                       align_corners=False)
     p = (1 - doubt) * p + doubt / num_classes
-    return p / p.sum(1, keepdim=True)
+    total = p.sum(1, keepdim=True)  # 0 only for a block of ignore and no doubt
+    return torch.where(total > 0, p / total.clamp(min=1e-12), 1.0 / num_classes)
