@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.classical._threads import single_threaded
 from utils.classical.morphology import connected_components, distance_transform
 
 
+@single_threaded
 def simulated_clicks(target: torch.Tensor, min_area: int = 4,
                      ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
     """One click per connected region of each class of ``target``.

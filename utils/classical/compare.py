@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.classical import edges, morphology, otsu
+from utils.classical._threads import single_threaded
 from utils.classical.clicks import scribbles, simulated_clicks
 from utils.classical.graph_cut import GraphCutConfig, graph_cut
 from utils.classical.region_growing import region_grow
@@ -69,6 +70,7 @@ def otsu_best_polarity(image: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return mask if iou(mask) >= iou(~mask) else ~mask
 
 
+@single_threaded
 def interactive(image: torch.Tensor, target: torch.Tensor, method: str
                 ) -> torch.Tensor:
     """bool ``[H, W]``: the things found by ``method`` (one of
@@ -93,6 +95,7 @@ def _blur(image: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(image[None, None], 3, 1, 1, count_include_pad=False)[0, 0]
 
 
+@single_threaded
 def split_cells(image: torch.Tensor, by: str = "intensity", h: float | None = None
                 ) -> torch.Tensor:
     """Instance map ``int64 [H, W]`` of the cells in ``image [C, H, W]``:

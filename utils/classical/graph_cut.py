@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.classical._threads import single_threaded
 from utils.classical.maxflow import maxflow
 
 
@@ -139,6 +140,7 @@ def minimise_binary_energy(unary: torch.Tensor, edges: torch.Tensor,
     return source_side.long(), flow + float(base.sum())
 
 
+@single_threaded
 def graph_cut(image: torch.Tensor, foreground: torch.Tensor,
               background: torch.Tensor, config: GraphCutConfig | None = None
               ) -> torch.Tensor:

@@ -27,6 +27,7 @@ def _check_mask(mask) -> torch.Tensor:
     return mask
 
 
+@single_threaded
 def connected_components(mask, connectivity: int = 4) -> torch.Tensor:
     """``int64 [H, W]``: 0 off ``mask``, and 1..N for its connected
     components, numbered in raster order of their first pixel."""
@@ -65,6 +66,7 @@ def connected_components(mask, connectivity: int = 4) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.int64).view(H, W)
 
 
+@single_threaded
 def distance_transform(mask) -> torch.Tensor:
     """``float32 [H, W]``: the Euclidean distance from each pixel of ``mask``
     to the nearest pixel off it (0 off the mask; ``inf`` everywhere if the
