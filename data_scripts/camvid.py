@@ -36,10 +36,8 @@ def main(argv=None):
     args = common.parser("camvid", __doc__).parse_args(argv)
     if common.already_prepared(args):
         return
-    root = args.root
-    root.mkdir(parents=True, exist_ok=True)
-    common.extract_part(common.fetch("camvid", args), "*/CamVid", root / "CamVid",
-                        check)
+    root = common.make_root(args)
+    common.extract_part(args, "camvid", "*/CamVid", root / "CamVid", check)
     splits = {split: len(camvid.CamVid(root, split)) for split in camvid.SPLITS}
     if splits != EXPECTED:
         print(f"note: split sizes {splits} differ from the SegNet tutorial's "

@@ -32,9 +32,11 @@ ZIPS = {"leftImg8bit": "leftImg8bit_trainvaltest.zip",
         "gtFine": "gtFine_trainvaltest.zip"}
 
 
-def find_zips(folders) -> dict[str, Path]:
+def find_zips(folders, inners=tuple(ZIPS)) -> dict[str, Path]:
+    """The zips of the folders ``inners`` (of :data:`ZIPS`), found in ``folders``."""
     found, missing = {}, []
-    for inner, name in ZIPS.items():
+    for inner in inners:
+        name = ZIPS[inner]
         hits = [Path(f) / name for f in folders if (Path(f) / name).is_file()]
         if hits:
             found[inner] = hits[0]
@@ -78,11 +80,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if common.already_prepared(args):
         return
-    root = args.root
-    root.mkdir(parents=True, exist_ok=True)
+    root = common.make_root(args)
     folders = [args.zips] if args.zips else [root, root / "downloads"]
-    for inner, archive in find_zips(folders).items():
-        common.extract_part(archive, inner, root / inner)
+    found = find_zips(folders, [i for i in ZIPS if not (root / i).exists()])
+    for inner in ZIPS:  # a folder extracted before needs its zip no more
+        common.extract_part(args, found.get(inner), inner, root / inner)
     print(f"converted {convert_labels(root)} labelIds maps to trainIds")
     splits = {s: len(cityscapes.Cityscapes(root, s)) for s in cityscapes.SPLITS}
     train = cityscapes.Cityscapes(root, "train")

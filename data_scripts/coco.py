@@ -10,7 +10,9 @@ annotation files and downloads just those images one by one into
 ``{split}2017_subset/``. ``--panoptic`` adds
 panoptic_annotations_trainval2017.zip (821 MB) and its PNGs.
 cocodataset.org publishes no checksums: zip members are checked by their
-CRC-32 on extraction, single images by decoding them.
+CRC-32 on extraction, single images by decoding them whole at the size their
+annotation gives (a truncated JPEG fails), and the SHA-256 of every file
+accepted is recorded so that a later run notices damage.
 
 Read the result with :class:`utils.data.coco.COCO` (instance, semantic or
 panoptic targets) or ``--data coco`` (semantic, 81 classes).
@@ -19,8 +21,11 @@ panoptic targets) or ``--data coco`` (semantic, 81 classes).
 from __future__ import annotations
 
 import json
+import re
 import sys
+import urllib.parse
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from data_scripts import common, sources
@@ -39,24 +44,62 @@ def subset(data: dict, n: int) -> dict:
             "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
 
 
-def fetch_images(images, split: str, dest: Path, args) -> None:
-    """Download single images of a ``--subset``; check that each decodes."""
-    from PIL import Image
+# COCO's own image names: digits, ".jpg"; nothing that could name a path
+IMAGE_NAME = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,199}")
+MAX_IMAGE_BYTES = 64 << 20  # COCO's largest JPEG is under 1 MB
 
+
+def check_image(path, width: int, height: int) -> None:
+    """Raise ``ValueError`` (or PIL's ``OSError``) unless ``path`` is an image of
+    ``width`` x ``height`` that decodes to its last pixel. ``Image.verify()``
+    alone passes a truncated JPEG; ``load()`` decodes it all."""
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone allowed gray padding
+        raise ValueError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; unset it")
+    with Image.open(path) as img:
+        if img.size != (width, height):  # checked before decoding anything
+            raise ValueError(f"it is {img.size[0]} x {img.size[1]} pixels, the "
+                             f"annotations say {width} x {height}")
+        img.load()
+
+
+def checked_images(data: dict, path) -> list[dict]:
+    """The ``images`` of an annotation file, each with a safe file name and a
+    size; ``ValueError`` naming the first that is not."""
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not isinstance(data.get("annotations"),
+                                                      list):
+        raise ValueError(f"{path} is not a COCO annotation file (no images and "
+                         "annotations lists)")
+    for im in images:
+        name = im.get("file_name") if isinstance(im, dict) else None
+        if not (isinstance(name, str) and IMAGE_NAME.fullmatch(name)
+                and isinstance(im.get("id"), int)
+                and all(isinstance(im.get(k), int) and im[k] > 0
+                        for k in ("width", "height"))):
+            raise ValueError(f"{path}: image entry {str(im)[:200]} needs an integer "
+                             "id, width and height and a plain file_name")
+    return images
+
+
+def fetch_images(images, split: str, dest: Path, args) -> None:
+    """Download single images of a ``--subset``, each checked by decoding it
+    whole at the size its annotation gives, before it is kept."""
     for k, im in enumerate(images):
         path = dest / im["file_name"]
-        if path.exists():
-            continue
+        if path.exists():  # from an earlier run, maybe one that checked less
+            try:
+                check_image(path, im["width"], im["height"])
+                continue
+            except (ValueError, OSError) as err:
+                print(f"{path} is damaged ({err}): downloading it again")
+                path.unlink()
         url = apply_mirror(sources.COCO_IMAGE_URL.format(
-            split=f"{split}2017", file_name=im["file_name"]), args.mirror)
-        download(url, path, progress=False)
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except (OSError, SyntaxError, ValueError) as err:  # what PIL raises
-            path.unlink()
-            raise ValueError(f"{url} is not a readable image ({err}); run the "
-                             "command again to download it afresh") from None
+            split=f"{split}2017", file_name=urllib.parse.quote(im["file_name"])),
+            args.mirror)
+        download(url, path, progress=False, max_bytes=MAX_IMAGE_BYTES,
+                 verify=partial(check_image, width=im["width"], height=im["height"]))
         if (k + 1) % 100 == 0 or k + 1 == len(images):
             print(f"  {split}: {k + 1}/{len(images)} images")
 
@@ -68,13 +111,17 @@ def prepare_split(args, split: str, panoptic: bool) -> dict:
     if panoptic:
         files["panoptic"] = f"panoptic_annotations/panoptic_{split}2017.json"
         files["panoptic_masks"] = f"panoptic_{split}2017"
-        common.extract_part(root / "panoptic_annotations" / f"panoptic_{split}2017.zip",
-                            f"panoptic_{split}2017", root / f"panoptic_{split}2017")
+        common.extract_part(args, root / "panoptic_annotations" /
+                            f"panoptic_{split}2017.zip", f"panoptic_{split}2017",
+                            root / f"panoptic_{split}2017")
     if args.subset is None:
-        common.extract_part(common.fetch(f"coco_{split}2017", args), f"{split}2017",
+        common.extract_part(args, f"coco_{split}2017", f"{split}2017",
                             root / f"{split}2017")
         return files
-    data = subset(json.loads((root / files["instances"]).read_text()), args.subset)
+    path = root / files["instances"]
+    data = json.loads(path.read_text())
+    checked_images(data, path)
+    data = subset(data, args.subset)
     # A folder of its own, so that a later full run can still extract the zip.
     files["images"] = f"{split}2017_subset"
     files["instances"] = f"annotations/instances_{split}2017_subset{args.subset}.json"
@@ -87,6 +134,7 @@ def prepare_split(args, split: str, panoptic: bool) -> dict:
         files["panoptic"] = (f"panoptic_annotations/panoptic_{split}2017_"
                              f"subset{args.subset}.json")
         common.write_json(root / files["panoptic"], pan)
+    common.output(args, root / files["images"], refetch=True)
     fetch_images(data["images"], split, root / files["images"], args)
     return files
 
@@ -106,12 +154,11 @@ def main(argv=None):
                "splits": sorted(args.splits)}
     if common.already_prepared(args, **options):
         return
-    root = args.root
-    root.mkdir(parents=True, exist_ok=True)
-    common.extract_part(common.fetch("coco_annotations", args), "annotations",
+    root = common.make_root(args)
+    common.extract_part(args, "coco_annotations", "annotations",
                         root / "annotations")
     if args.panoptic:
-        common.extract_part(common.fetch("coco_panoptic", args), "annotations",
+        common.extract_part(args, "coco_panoptic", "annotations",
                             root / "panoptic_annotations")
     files = {s: prepare_split(args, s, args.panoptic) for s in sorted(args.splits)}
     splits, counts = {}, Counter()

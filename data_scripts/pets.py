@@ -20,10 +20,9 @@ def main(argv=None):
     args = common.parser("pets", __doc__).parse_args(argv)
     if common.already_prepared(args):
         return
-    root = args.root
-    root.mkdir(parents=True, exist_ok=True)
-    common.extract_part(common.fetch("pets_images", args), "images", root / "images")
-    common.extract_part(common.fetch("pets_annotations", args), "annotations",
+    root = common.make_root(args)
+    common.extract_part(args, "pets_images", "images", root / "images")
+    common.extract_part(args, "pets_annotations", "annotations",
                         root / "annotations")
     splits = {s: len(pets.OxfordPets(root, s)) for s in pets.SPLITS}
     train = pets.OxfordPets(root, "trainval")

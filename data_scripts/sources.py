@@ -109,9 +109,14 @@ SOURCES: dict[str, Source] = {
     "coco_val2017": Source(f"{_COCO}/zips/val2017.zip", None, "778 MB"),
     # torchvision weights: the file name carries the SHA-256's first digits
     "vgg16": Source(f"{_TV}/vgg16-397923af.pth", _prefix("397923af"), "528 MB"),
+    "vgg16_bn": Source(f"{_TV}/vgg16_bn-6c64b313.pth", _prefix("6c64b313"),
+                       "528 MB"),
     "resnet50": Source(f"{_TV}/resnet50-0676ba61.pth", _prefix("0676ba61"), "98 MB"),
     "resnet101": Source(f"{_TV}/resnet101-63fe2227.pth", _prefix("63fe2227"),
                         "171 MB"),
+    "deeplabv3_resnet50_coco": Source(
+        f"{_TV}/deeplabv3_resnet50_coco-cd0a2569.pth", _prefix("cd0a2569"),
+        "161 MB"),
     "maskrcnn_resnet50_fpn_coco": Source(
         f"{_TV}/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", _prefix("bf2d0c1e"),
         "170 MB"),

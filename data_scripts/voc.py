@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from data_scripts import common
+from data_scripts.disk import remove_leftovers
 from data_scripts.matlab import loadmat
 from utils.data import voc
 from utils.data.files import read_ids
@@ -48,7 +49,7 @@ def convert_train_aug(root, vocdir, sbd, ids) -> None:
     if dest.exists():
         return
     staging = root / ".SegmentationClassAug.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_leftovers(root, staging.name)
     staging.mkdir()
     print(f"convert {len(ids)} SBD/VOC labels to SegmentationClassAug/")
     for i in ids:
@@ -68,17 +69,16 @@ def main(argv=None):
     options = {"sbd": not args.no_sbd}
     if common.already_prepared(args, **options):
         return
-    root = args.root
-    root.mkdir(parents=True, exist_ok=True)
-    vocdir = common.extract_part(common.fetch("voc2012", args), "VOCdevkit/VOC2012",
+    root = common.make_root(args)
+    vocdir = common.extract_part(args, "voc2012", "VOCdevkit/VOC2012",
                                  root / "VOC2012")
     sets = vocdir / "ImageSets" / "Segmentation"
     voc_train, voc_val = read_ids(sets / "train.txt"), read_ids(sets / "val.txt")
     splits = {"train": len(voc_train), "val": len(voc_val)}
     train_split = "train"
     if not args.no_sbd:
-        sbd = common.extract_part(common.fetch("sbd", args),
-                                  "benchmark_RELEASE/dataset", root / "SBD")
+        sbd = common.extract_part(args, "sbd", "benchmark_RELEASE/dataset",
+                                  root / "SBD")
         for unused in ("img", "inst"):  # SBD's images are in VOC2012/JPEGImages
             shutil.rmtree(sbd / unused, ignore_errors=True)
         ids = train_aug_ids(read_ids(sbd / "train.txt"), read_ids(sbd / "val.txt"),
@@ -88,6 +88,8 @@ def main(argv=None):
             raise FileNotFoundError(f"{len(missing)} train_aug images are not in "
                                     f"{vocdir / 'JPEGImages'}, e.g. {missing[0]}")
         convert_train_aug(root, vocdir, sbd, ids)
+        common.output(args, root / "SegmentationClassAug")
+        common.output(args, root / "ImageSets")
         (root / "ImageSets").mkdir(exist_ok=True)
         tmp = root / "ImageSets" / "train_aug.txt.tmp"
         tmp.write_text("".join(f"{i}\n" for i in ids))

@@ -2,11 +2,24 @@
 
     python -m data_scripts.weights --root data/weights [--only NAME ...]
 
-Downloads ImageNet VGG16 (528 MB), ResNet-50 (98 MB) and ResNet-101 (171 MB),
-and COCO Mask R-CNN R50-FPN (170 MB), from download.pytorch.org. Each file's
-name carries the first hex digits of its SHA-256 (``vgg16-397923af.pth``),
-which are checked after the download, as ``torch.hub`` does. The course's
-models load them with ``load_pretrained(path)`` (``--pretrained PATH``).
+Downloads from download.pytorch.org, as torchvision publishes them:
+
+- ``vgg16`` (528 MB): ImageNet VGG16, ``vgg16-397923af.pth``: FCN (chapter 03);
+- ``vgg16_bn`` (528 MB): ImageNet VGG16 with batch norm,
+  ``vgg16_bn-6c64b313.pth``: SegNet's encoder (chapter 05);
+- ``resnet50`` (98 MB) and ``resnet101`` (171 MB): ImageNet ResNets,
+  ``resnet50-0676ba61.pth``, ``resnet101-63fe2227.pth``: DeepLabV3+
+  (chapter 07) and Mask R-CNN's backbone (chapter 08);
+- ``deeplabv3_resnet50_coco`` (161 MB): DeepLabV3 ResNet-50 trained on COCO's
+  images with VOC's 20 classes, ``deeplabv3_resnet50_coco-cd0a2569.pth``
+  (chapter 07);
+- ``maskrcnn_resnet50_fpn_coco`` (170 MB): COCO Mask R-CNN R50-FPN,
+  ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth`` (chapter 08).
+
+Each file's name carries the first hex digits of its SHA-256, which are
+checked after the download, as ``torch.hub`` does. The course's models load
+them with :func:`utils.models.load_torchvision` (``model.load_pretrained(path)``
+and ``python -m utils.train --pretrained PATH`` where a model offers it).
 """
 
 from __future__ import annotations
@@ -15,7 +28,8 @@ import sys
 
 from data_scripts import common
 
-WEIGHTS = ("vgg16", "resnet50", "resnet101", "maskrcnn_resnet50_fpn_coco")
+WEIGHTS = ("vgg16", "vgg16_bn", "resnet50", "resnet101", "deeplabv3_resnet50_coco",
+           "maskrcnn_resnet50_fpn_coco")
 
 
 def parameters(path) -> int:

@@ -50,7 +50,12 @@ def test_trains_and_writes_outputs(tmp_path, capsys):
     assert len(rows) == 1 and 0 <= float(rows[0]["miou"]) <= 1
     assert (out / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = load_checkpoint(out / "checkpoint.pt")
-    assert state["meta"] == {"model": "tiny_fcn", "data": "shapes", "width": 0.25}
+    assert state["meta"] == {"model": "tiny_fcn", "data": "shapes", "width": 0.25,
+                             "image_size": 32, "train_size": 16, "val_size": 4}
+    assert state["task"] == "semantic"
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "miou",
+                             "boundary_iou", "pixel_accuracy", "mean_dice", "lr",
+                             "seconds"]
 
 
 def test_killed_run_resumes_exactly(tmp_path):
@@ -131,6 +136,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
         ],
     )
     assert "was written for --model tiny_fcn --data shapes --width 0.25" in line
+    assert "not --model tiny_fcn --data shapes --width 0.5" in line
 
 
 def test_out_not_writable(tmp_path, capsys):

@@ -252,7 +252,8 @@ def test_camvid_end_to_end(server, monkeypatch, tmp_path):
     assert code == 0, out
     assert "train: 2 images" in out and "differ from the SegNet" in out
     assert sorted(p.name for p in root.iterdir()) == ["CamVid", "downloads",
-                                                     "prepared.json"]
+                                                     "prepared.json",
+                                                     "prepared.sha256"]
     test = build_dataset("camvid", "test", root)
     image, target = test[0]
     check_contract(image, target, 11)
@@ -446,24 +447,41 @@ def test_coco_subset_downloads_single_images(server, monkeypatch, tmp_path):
 
 def test_weights_end_to_end(server, monkeypatch, tmp_path):
     base, state = server
+    names = ["vgg16", "vgg16_bn", "resnet50", "deeplabv3_resnet50_coco"]
     blobs = {}
-    for k, name in enumerate(["vgg16", "resnet50"]):
+    for k, name in enumerate(names):
         buf = io.BytesIO()
         torch.save({"conv.weight": torch.full((2, 3), float(k)),
                     "conv.bias": torch.zeros(2)}, buf)
         blobs[name] = buf.getvalue()
     publish(monkeypatch, state, blobs)
     root = tmp_path / "weights"
-    code, out = run_script("weights", root, base, "--only", "vgg16", "resnet50")
+    code, out = run_script("weights", root, base, "--only", *names)
     assert code == 0, out
-    assert "vgg16: 8" in out  # parameters
+    assert "vgg16: 8" in out and "deeplabv3_resnet50_coco: 8" in out  # parameters
     state_dict = torch.load(root / "vgg16-397923af.pth", weights_only=True)
     assert torch.equal(state_dict["conv.weight"], torch.zeros(2, 3))
-    assert {p for p, _ in state.requests} == {"/models/vgg16-397923af.pth",
-                                             "/models/resnet50-0676ba61.pth"}
+    state_dict = torch.load(root / "vgg16_bn-6c64b313.pth", weights_only=True)
+    assert torch.equal(state_dict["conv.weight"], torch.ones(2, 3))
+    assert {p for p, _ in state.requests} == {
+        "/models/vgg16-397923af.pth", "/models/vgg16_bn-6c64b313.pth",
+        "/models/resnet50-0676ba61.pth",
+        "/models/deeplabv3_resnet50_coco-cd0a2569.pth"}
     n = len(state.requests)
-    code, out = run_script("weights", root, base, "--only", "resnet50", "vgg16")
+    code, out = run_script("weights", root, base, "--only", "resnet50", "vgg16",
+                           "deeplabv3_resnet50_coco", "vgg16_bn")
     assert "nothing to do" in out and len(state.requests) == n
+
+
+def test_every_weight_file_is_torchvision_s_with_its_hash_prefix():
+    from data_scripts.weights import WEIGHTS
+
+    for name in WEIGHTS:
+        source = sources.SOURCES[name]
+        assert source.url.startswith("https://download.pytorch.org/models/"), name
+        stem, prefix = source.filename.removesuffix(".pth").rsplit("-", 1)
+        assert stem == name and len(prefix) == 8, name
+        assert source.checksum == sources.Checksum("sha256-prefix", prefix), name
 
 
 def test_weights_with_the_wrong_hash_are_refused(server, tmp_path, capsys):
@@ -528,7 +546,7 @@ def test_a_bad_archive_fails_clearly_and_prepares_nothing(server, monkeypatch,
     err = capsys.readouterr().err
     assert code == 1
     assert {"truncated": "truncated, corrupt", "dotdot": "contains '..'",
-            "absolute": "absolute path", "symlink": "points outside"}[problem] in err
+            "absolute": "absolute path", "symlink": "symbolic link"}[problem] in err
     assert sorted(p.name for p in root.iterdir()) == ["downloads"]
     assert [p.name for p in (root / "downloads").iterdir()] == ["master.zip"]
 

@@ -145,11 +145,28 @@ def test_sources_table_is_well_formed():
 
 
 def test_complete_part_file_is_finished_and_a_stale_one_restarted(server, tmp_path):
+    import json
+
     base, state = server
-    (tmp_path / "a.bin.part").write_bytes(DATA)  # complete: the server says 416
-    fetch(f"{base}/files/data.bin", tmp_path / "a.bin", sha256=SHA)
+    url = f"{base}/files/data.bin"
+    etag, _ = state.validators_of("/files/data.bin")
+
+    def part(name, data, total):
+        (tmp_path / f"{name}.part").write_bytes(data)
+        (tmp_path / f"{name}.part.json").write_text(json.dumps(
+            {"url": url, "total": total, "etag": etag, "last_modified": None}))
+
+    part("a.bin", DATA, len(DATA))  # complete: the server says 416
+    fetch(url, tmp_path / "a.bin", sha256=SHA)
     assert (tmp_path / "a.bin").read_bytes() == DATA
     assert state.requests == [("/files/data.bin", f"bytes={len(DATA)}-")]
-    (tmp_path / "b.bin.part").write_bytes(DATA + b"extra")  # longer than the file
-    fetch(f"{base}/files/data.bin", tmp_path / "b.bin")
+    assert state.if_ranges == [etag]
+    part("b.bin", DATA + b"extra", len(DATA) + 5)  # longer than the file
+    fetch(url, tmp_path / "b.bin")
     assert (tmp_path / "b.bin").read_bytes() == DATA
+    # a part with nothing recorded about its version is not resumed
+    (tmp_path / "c.bin.part").write_bytes(DATA[:1000])
+    fetch(url, tmp_path / "c.bin")
+    assert (tmp_path / "c.bin").read_bytes() == DATA
+    assert state.requests[-1] == ("/files/data.bin", None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "c.bin"]

@@ -40,7 +40,13 @@ def make_zip(path, members):
 
 
 GOOD = [("top/a.txt", b"alpha"), ("top/sub/b.txt", b"beta" * 1000),
-        ("top/link", ("sym", "sub/b.txt")), ("top/hard", ("hard", "top/a.txt"))]
+        ("top/hard", ("hard", "top/a.txt"))]
+
+
+def files_under(folder):
+    """{relative path: bytes} of every file, and the folders, under ``folder``."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
 
 
 @pytest.mark.parametrize("suffix,mode", [(".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"),
@@ -48,19 +54,34 @@ GOOD = [("top/a.txt", b"alpha"), ("top/sub/b.txt", b"beta" * 1000),
 def test_tar_formats(tmp_path, suffix, mode):
     archive = make_tar(tmp_path / f"a{suffix}", GOOD, mode)
     out = extract(archive, tmp_path / "out")
-    assert (out / "top/a.txt").read_bytes() == b"alpha"
-    assert (out / "top/sub/b.txt").read_bytes() == b"beta" * 1000
-    assert os.readlink(out / "top/link") == "sub/b.txt"
-    assert (out / "top/hard").read_bytes() == b"alpha"
+    assert files_under(out) == {
+        "top": None, "top/a.txt": b"alpha", "top/sub": None,
+        "top/sub/b.txt": b"beta" * 1000, "top/hard": b"alpha"}
+    # the hard link became a copy: no link is ever created
+    assert os.stat(out / "top/hard").st_nlink == 1
+    assert not any(p.is_symlink() for p in out.rglob("*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"a{suffix}", "out"]
 
 
 def test_zip(tmp_path):
     archive = make_zip(tmp_path / "a.zip", [("top/a.txt", b"alpha"),
-                                            ("top/l", ("sym", "a.txt"))])
+                                            ("top/empty/", b""),
+                                            ("top/sub/b.txt", b"beta")])
     out = extract(archive, tmp_path / "out")
-    assert (out / "top/a.txt").read_bytes() == b"alpha"
-    assert (out / "top/l").read_bytes() == b"alpha"
+    assert files_under(out) == {"top": None, "top/a.txt": b"alpha",
+                                "top/empty": None, "top/sub": None,
+                                "top/sub/b.txt": b"beta"}
+
+
+def test_keep_moves_one_folder_and_drops_the_rest(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", [("repo-main/Models/x", b"x"),
+                                            ("repo-main/CamVid/t.png", b"t")])
+    out = extract(archive, tmp_path / "CamVid", keep="*/CamVid")
+    assert files_under(out) == {"t.png": b"t"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CamVid", "a.zip"]
+    with pytest.raises(ArchiveError, match="no folder Nope/"):
+        extract(archive, tmp_path / "other", keep="Nope")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CamVid", "a.zip"]
 
 
 def test_existing_destination_is_refused(tmp_path):
@@ -75,13 +96,15 @@ BAD = {
     "absolute": ("/tmp/evil.txt", b"x"),
     "symlink_out": ("top/link", ("sym", "../../etc/passwd")),
     "symlink_abs": ("top/link", ("sym", "/etc/passwd")),
+    "symlink_inside": ("top/link", ("sym", "ok.txt")),  # no link is extracted
     "hardlink_out": ("top/hard", ("hard", "../outside.txt")),
+    "hardlink_to_nothing": ("top/hard", ("hard", "top/missing.txt")),
 }
 
 
-# zip has no hard links, so that case exists for tar only.
+# zip has no hard links, so those cases exist for tar only.
 UNSAFE_CASES = [(fmt, case) for fmt in ("tar", "zip") for case in sorted(BAD)
-                if not (fmt == "zip" and case == "hardlink_out")]
+                if not (fmt == "zip" and case.startswith("hardlink"))]
 
 
 @pytest.mark.parametrize("fmt, case", UNSAFE_CASES)

@@ -6,50 +6,23 @@ reads torchvision's state dict directly, layer by layer, as torchvision's
 classifier.0, ReLU, classifier.3, ReLU; dropout off).
 """
 
-import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.models import MODELS, VGG16, FCN8s, FCN16s, FCN32s, load_vgg16_torchvision
+sys.path.insert(0, str(Path(__file__).parent))
+from torchvision_format import CFG_D, vgg_state_dict
+
+from utils.models import MODELS, VGG16, FCN8s, FCN16s, FCN32s, load_torchvision
 from utils.models.fcn import crop_like
 from utils.models.upsampling import (
     bilinear_kernel,
     bilinear_upsampling,
     bilinear_weight,
 )
-
-# torchvision's vgg16 "features": C = conv 3x3 pad 1 (+ ReLU at the next
-# index), M = max-pool 2x2. Written out independently of utils.models.backbones.vgg.
-CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-         512, 512, 512, "M", 512, 512, 512, "M"]  # fmt: skip
-
-
-def torchvision_state_dict(width=1.0, seed=0):
-    """Random weights with torchvision vgg16's key names and shapes (scaled
-    by ``width``), He-scaled so activations keep their size."""
-    g = torch.Generator().manual_seed(seed)
-    sd, index, cin = {}, 0, 3
-    for v in CFG_D:
-        if v == "M":
-            index += 1
-            continue
-        cout = max(1, round(v * width))
-        std = math.sqrt(2 / (cin * 9))
-        w = torch.randn(cout, cin, 3, 3, generator=g)
-        sd[f"features.{index}.weight"] = w * std
-        sd[f"features.{index}.bias"] = torch.randn(cout, generator=g) * 0.1
-        index += 2
-        cin = cout
-    fc = max(1, round(4096 * width))
-    for key, (n_out, n_in) in {"classifier.0": (fc, cin * 49),
-                               "classifier.3": (fc, fc),
-                               "classifier.6": (1000, fc)}.items():
-        w = torch.randn(n_out, n_in, generator=g)
-        sd[f"{key}.weight"] = w * math.sqrt(2 / n_in)
-        sd[f"{key}.bias"] = torch.randn(n_out, generator=g) * 0.1
-    return sd
 
 
 def reference_pool5(sd, x):
@@ -81,9 +54,9 @@ def reference_fc7(sd, x):
 
 
 def test_full_width_vgg16_gives_torchvision_fc7_at_224():
-    sd = torchvision_state_dict(1.0)
+    sd = vgg_state_dict(1.0)
     model = VGG16(1.0).eval()
-    load_vgg16_torchvision(model, sd)
+    load_torchvision(model, sd)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = model(x)["fc7"]
@@ -99,9 +72,9 @@ def test_full_width_vgg16_gives_torchvision_fc7_at_224():
 def test_convolutionalised_fc_equals_classifier_on_every_window():
     """On a larger input each fc7 position is the linear classifier applied to
     its 7x7 window of pool5 (zero-padded by 3, as fc6 is)."""
-    sd = torchvision_state_dict(0.125, seed=2)
+    sd = vgg_state_dict(0.125, seed=2)
     model = VGG16(0.125).eval()
-    load_vgg16_torchvision(model, sd)
+    load_torchvision(model, sd)
     x = torch.randn(1, 3, 320, 256, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ours = model(x)["fc7"]  # (1, 512, 10, 8)
@@ -122,7 +95,7 @@ def test_convolutionalised_fc_equals_classifier_on_every_window():
 
 
 def test_loading_from_a_file_and_into_an_fcn(tmp_path):
-    sd = torchvision_state_dict(0.125, seed=4)
+    sd = vgg_state_dict(0.125, seed=4)
     path = tmp_path / "vgg16.pth"
     torch.save(sd, path)
     fcn = FCN8s(5, width=0.125)
@@ -135,7 +108,7 @@ def test_loading_from_a_file_and_into_an_fcn(tmp_path):
 
 
 def test_wrong_keys_and_shapes_are_listed():
-    sd = torchvision_state_dict(0.125)
+    sd = vgg_state_dict(0.125)
     bad = dict(sd)
     del bad["features.0.weight"]
     bad["features.1.running_mean"] = torch.zeros(8)  # a vgg16_bn key
@@ -143,7 +116,7 @@ def test_wrong_keys_and_shapes_are_listed():
     model = VGG16(0.125)
     snapshot = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError) as err:
-        load_vgg16_torchvision(model, bad)
+        load_torchvision(model, bad)
     message = str(err.value)
     assert "features.0.weight" in message and "missing" in message
     assert "features.1.running_mean" in message and "unexpected" in message
@@ -151,13 +124,13 @@ def test_wrong_keys_and_shapes_are_listed():
     for k, v in model.state_dict().items():  # nothing copied on error
         torch.testing.assert_close(v, snapshot[k])
     with pytest.raises(ValueError, match="features.2.bias: expected a tensor"):
-        load_vgg16_torchvision(VGG16(0.125), {**sd, "features.2.bias": [0.0]})
+        load_torchvision(VGG16(0.125), {**sd, "features.2.bias": [0.0]})
     with pytest.raises(ValueError, match="width=1.0"):
-        load_vgg16_torchvision(VGG16(0.125), torchvision_state_dict(0.25))
+        load_torchvision(VGG16(0.125), vgg_state_dict(0.25))
     with pytest.raises(FileNotFoundError, match="data_scripts"):
-        load_vgg16_torchvision(VGG16(0.125), "/nonexistent/vgg16.pth")
-    with pytest.raises(TypeError, match="VGG16"):
-        load_vgg16_torchvision(torch.nn.Linear(2, 2), sd)
+        load_torchvision(VGG16(0.125), "/nonexistent/vgg16.pth")
+    with pytest.raises(TypeError, match="torchvision_keys"):
+        load_torchvision(torch.nn.Linear(2, 2), sd)
 
 
 def test_fcn8s_full_width_has_the_papers_parameter_count():
@@ -291,7 +264,7 @@ def test_command_line_loads_pretrained_weights(tmp_path, capsys):
     from utils.train.cli import main
 
     path = tmp_path / "vgg16.pth"
-    torch.save(torchvision_state_dict(0.0625, seed=5), path)
+    torch.save(vgg_state_dict(0.0625, seed=5), path)
     argv = ["--model", "fcn8s", "--data", "shapes", "--out", str(tmp_path / "run"),
             "--pretrained", str(path), "--epochs", "1", "--train-size", "8",
             "--val-size", "2", "--image-size", "32", "--batch-size", "4",

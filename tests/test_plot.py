@@ -35,6 +35,24 @@ def test_figures_draw():
     fig = plot.prediction_grid(images, targets, targets, shapes.PALETTE, shapes.CLASSES)
     assert len(fig.axes) == 6
     plt.close(fig)
+    fig = plot.prediction_grid(images, targets, {"a": targets, "b": targets},
+                               shapes.PALETTE)
+    assert len(fig.axes) == 8 and fig.axes[3].get_title() == "b"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="1 predictions for 2 images"):
+        plot.prediction_grid(images, targets, {"a": targets[:1]}, shapes.PALETTE)
+    inst = shapes.Shapes("val", 2, shapes.ShapesConfig(image_size=32), task="instance")
+    image, target = inst[0]
+    fig = plot.detection_grid([image], [target], ("",) + shapes.CLASSES,
+                              targets=[target])
+    n = len(target["labels"])
+    assert len(fig.axes[0].patches) == n and len(fig.axes[0].texts) == n
+    plt.close(fig)
+    pan = shapes.Shapes("val", 1, shapes.ShapesConfig(image_size=32), task="panoptic")
+    image, target = pan[0]
+    fig = plot.panoptic_grid([image], [target], [target], shapes.PALETTE)
+    assert len(fig.axes) == 3
+    plt.close(fig)
     history = [
         {"epoch": 1, "train_loss": 2.0, "val_loss": 1.9, "miou": 0.1},
         {"epoch": 2, "train_loss": 1.5, "val_loss": 1.6, "miou": 0.3},

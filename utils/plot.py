@@ -73,23 +73,31 @@ def legend_handles(classes, palette):
     ]
 
 
-def prediction_grid(
-    images, targets, predictions, palette, classes=None, title=None
-) -> plt.Figure:
-    """One row per image: the image, the ground truth and the prediction."""
-    n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+def prediction_grid(images, targets, predictions, palette, classes=None,
+                    title=None) -> plt.Figure:
+    """One row per image: the image, the ground truth, then each model's
+    prediction side by side.
+
+    ``predictions`` is one list of label maps ``[H, W]`` (one per image), or a
+    dict ``{model name: list}`` for several models, shown in its order.
+    """
+    if not isinstance(predictions, dict):
+        predictions = {"prediction": predictions}
+    for name, preds in predictions.items():
+        if len(preds) != len(images):
+            raise ValueError(f"{name}: {len(preds)} predictions for "
+                             f"{len(images)} images")
+    n, cols = len(images), 2 + len(predictions)
+    fig, axes = plt.subplots(n, cols, figsize=(2.5 * cols, 2.5 * n), squeeze=False)
+    titles = ["image", "ground truth", *predictions]
     for row in range(n):
-        panels = (
-            to_numpy_image(images[row]),
-            label_image(targets[row], palette),
-            label_image(predictions[row], palette),
-        )
+        panels = [to_numpy_image(images[row]), label_image(targets[row], palette)]
+        panels += [label_image(preds[row], palette) for preds in predictions.values()]
         for col, (ax, panel) in enumerate(zip(axes[row], panels)):
             ax.imshow(panel, interpolation="nearest")
             ax.set_axis_off()
             if row == 0:
-                ax.set_title(("image", "ground truth", "prediction")[col])
+                ax.set_title(titles[col])
     if classes is not None:
         fig.legend(
             handles=legend_handles(classes, palette),
@@ -105,8 +113,87 @@ def prediction_grid(
     return fig
 
 
+def draw_detections(ax, image, detections, classes, score_threshold=0.5,
+                    colors=None) -> None:
+    """Draw one image's detections on ``ax``: each mask tinted, its box, and
+    "class score" above it. ``detections`` holds ``boxes [N, 4]``, ``labels
+    [N]``, optionally ``scores [N]`` and ``masks`` (``[N, 1, H, W]``
+    probabilities or ``[N, H, W]`` binary); only scores >= ``score_threshold``
+    are drawn."""
+    from matplotlib.patches import Rectangle
+
+    img = to_numpy_image(image).copy()
+    boxes = torch.as_tensor(detections["boxes"]).detach().cpu().float()
+    labels = torch.as_tensor(detections["labels"]).detach().cpu()
+    scores = detections.get("scores")
+    scores = (torch.ones(len(boxes)) if scores is None
+              else torch.as_tensor(scores).detach().cpu().float())
+    masks = detections.get("masks")
+    if masks is not None:
+        masks = torch.as_tensor(masks).detach().cpu()
+        masks = (masks[:, 0] if masks.ndim == 4 else masks).float() > 0.5
+    colors = colors or plt.get_cmap("tab10").colors
+    keep = (scores >= score_threshold).nonzero().flatten().tolist()
+    for k, i in enumerate(keep):
+        color = np.asarray(colors[k % len(colors)])
+        if masks is not None:
+            m = masks[i].numpy()
+            img[m] = 0.45 * img[m] + 0.55 * color
+    ax.imshow(img, interpolation="nearest")
+    for k, i in enumerate(keep):
+        x1, y1, x2, y2 = boxes[i].tolist()
+        color = colors[k % len(colors)]
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False,
+                               edgecolor=color, linewidth=1.5))
+        name = classes[int(labels[i])] if int(labels[i]) < len(classes) else "?"
+        ax.text(x1, y1, f"{name} {float(scores[i]):.2f}", color="white",
+                fontsize=7, va="bottom", bbox=dict(facecolor=color, alpha=0.8,
+                                                   pad=1, linewidth=0))
+    ax.set_axis_off()
+
+
+def detection_grid(images, detections, classes, targets=None, score_threshold=0.5,
+                   title=None) -> plt.Figure:
+    """One panel per image with its detections (and, with ``targets``, the
+    ground truth beside each)."""
+    n, cols = len(images), 1 if targets is None else 2
+    fig, axes = plt.subplots(cols, n, figsize=(3 * n, 3 * cols), squeeze=False)
+    for i in range(n):
+        draw_detections(axes[0, i], images[i], detections[i], classes,
+                        score_threshold)
+        if targets is not None:
+            draw_detections(axes[1, i], images[i], targets[i], classes, 0.0)
+    axes[0, 0].set_title("predictions", loc="left")
+    if targets is not None:
+        axes[1, 0].set_title("ground truth", loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def panoptic_grid(images, targets, predictions, palette, title=None) -> plt.Figure:
+    """One row per image: the image, the true and the predicted panoptic maps
+    (``[H, W, 2]``; each thing instance in its own shade)."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
+    for row in range(n):
+        panels = (to_numpy_image(images[row]), panoptic_image(targets[row], palette),
+                  panoptic_image(predictions[row], palette))
+        for col, (ax, panel) in enumerate(zip(axes[row], panels)):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(("image", "ground truth", "prediction")[col])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(history: list[dict], title=None) -> plt.Figure:
-    """Loss (train and validation) and validation mIoU per epoch."""
+    """Loss (train and validation) and validation mIoU per epoch (semantic
+    rows of :func:`utils.train.fit`)."""
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from utils.data import IGNORE_INDEX
 from utils.data.shapes import Shapes, ShapesSample, fixed_textures
+from utils.data.targets import drop_small_instances, label_edges
 
 CLASSES = ("background", "cell")
 NUM_CLASSES = len(CLASSES)
@@ -95,12 +97,8 @@ def generate_cells(config: CellsConfig, rng: np.random.Generator) -> ShapesSampl
     nearest = np.take_along_axis(dist, owner[None], axis=0)[0]
     instance_map = np.where(nearest <= 1.0, owner + 1, 0).astype(np.int32)
 
-    areas = np.bincount(instance_map.ravel(), minlength=count + 1)
-    keep = [k for k in range(1, count + 1) if areas[k] >= config.min_visible]
-    relabel = np.zeros(count + 1, np.int32)
-    relabel[keep] = np.arange(1, len(keep) + 1)
-    void = (instance_map > 0) & (relabel[instance_map] == 0)
-    instance_map = relabel[instance_map]
+    instance_map, keep, void = drop_small_instances(instance_map, count,
+                                                    config.min_visible)
     class_map = (instance_map > 0).astype(np.int64)
     class_map[void] = IGNORE_INDEX
 
@@ -109,14 +107,8 @@ def generate_cells(config: CellsConfig, rng: np.random.Generator) -> ShapesSampl
     image = brightness[np.where(instance_map > 0, owner + 1, 0)].astype(np.float32)
     image *= np.where(instance_map > 0, 1.0 - 0.3 * nearest**2, 1.0).astype(np.float32)
     # A membrane pixel touches a pixel of another cell (not the background).
-    m = instance_map
-    down = (m[1:] != m[:-1]) & (m[1:] > 0) & (m[:-1] > 0)
-    right = (m[:, 1:] != m[:, :-1]) & (m[:, 1:] > 0) & (m[:, :-1] > 0)
-    border = np.zeros((size, size), bool)
-    border[1:] |= down
-    border[:-1] |= down
-    border[:, 1:] |= right
-    border[:, :-1] |= right
+    m = torch.from_numpy(instance_map)
+    border = label_edges(m, valid=m > 0).numpy()
     image[border] *= 1.0 - config.membrane
     image = np.repeat(image[None], 3, axis=0)
     if config.noise > 0:

@@ -36,6 +36,7 @@ from utils.data.formats import (
     rle_from_string,
     voc_palette,
 )
+from utils.data.targets import boxes_from_masks
 
 # The 80 thing categories: (COCO category id, official name).
 CATEGORIES = (
@@ -87,15 +88,6 @@ def annotation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     if isinstance(counts, (str, bytes)):
         counts = rle_from_string(counts)
     return rle_decode(counts, height, width)
-
-
-def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
-    """``float32 [N, 4]`` (x1, y1, x2, y2) enclosing each non-empty mask."""
-    out = np.zeros((len(masks), 4), np.float32)
-    for k, m in enumerate(masks):
-        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        out[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-    return out
 
 
 def split_files(root, split: str) -> dict:
@@ -176,7 +168,7 @@ class COCO(torch.utils.data.Dataset):
             for mask, label in zip(masks, labels):
                 semantic[mask.astype(bool)] = label
             return torch.from_numpy(semantic)
-        return {"boxes": torch.from_numpy(boxes_from_masks(masks)),
+        return {"boxes": boxes_from_masks(masks),
                 "labels": torch.tensor(labels, dtype=torch.int64),
                 "masks": torch.from_numpy(masks)}
 

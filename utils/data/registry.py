@@ -1,8 +1,16 @@
 """The datasets the command line knows: ``python -m utils.train --data NAME``.
 
-Each entry builds one split as a dataset that follows the data contract:
-``dataset[i] == (image float32 [3, H, W] in [0, 1], target int64 [H, W])`` with
-255 = ignore. Real datasets (``data_scripts/``) add an entry here.
+Each entry builds one split of one task as a dataset that follows the data
+contract, ``dataset[i] == (image float32 [3, H, W] in [0, 1], target)``:
+
+- ``"semantic"``: ``int64 [H, W]``, 255 = ignore;
+- ``"instance"``: ``boxes float32 [N, 4]``, ``labels int64 [N]`` numbered
+  1..T over the dataset's thing classes (0 is the detector's background; label
+  k is semantic class ``thing_ids[k - 1]``), ``masks uint8 [N, H, W]``;
+- ``"panoptic"``: the instance keys, plus ``semantic`` and ``panoptic``
+  (``int64 [H, W, 2]``: semantic category, instance id).
+
+Real datasets (``data_scripts/``) add an entry here.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import numpy as np
 import torch
 
 from utils.data import IGNORE_INDEX, camvid, cityscapes, coco, pets, shapes, voc
-from utils.data.transforms import RandomHorizontalFlip, train_transform
+from utils.data.transforms import Compose, RandomHorizontalFlip, train_transform
 
 
 @dataclass(frozen=True)
@@ -29,12 +37,41 @@ class DatasetSpec:
     build: Callable[..., torch.utils.data.Dataset]
     needs_root: bool  # whether --data-root must point at a prepared copy
     about: str  # one line for --help
+    tasks: tuple[str, ...] = ("semantic",)  # the targets it can give
+    thing_ids: tuple[int, ...] = ()  # semantic ids of the thing classes
+
+    @property
+    def instance_classes(self) -> tuple[str, ...]:
+        """Class names of the instance task: background, then the things."""
+        return ("background",) + tuple(self.classes[i] for i in self.thing_ids)
+
+    @property
+    def stuff_ids(self) -> tuple[int, ...]:
+        return tuple(i for i in range(len(self.classes)) if i not in self.thing_ids)
 
 
-def _build_shapes(split, root, image_size, length, train):
+class ThingLabels:
+    """Joint transform: instance labels from semantic ids to 1..T (the
+    position of the id in ``thing_ids``, plus one)."""
+
+    def __init__(self, thing_ids):
+        self.lookup = torch.zeros(max(thing_ids) + 1, dtype=torch.int64)
+        self.lookup[list(thing_ids)] = torch.arange(1, len(thing_ids) + 1)
+
+    def __call__(self, image, target):
+        return image, {**target, "labels": self.lookup[target["labels"]]}
+
+
+def _build_shapes(split, root, image_size, length, train, task="semantic"):
     config = shapes.ShapesConfig(image_size=image_size)
-    transform = RandomHorizontalFlip() if train else None
-    return shapes.Shapes(split, length or 1000, config, transform=transform)
+    steps = [RandomHorizontalFlip()] if train else []
+    if task != "semantic":
+        steps.insert(0, ThingLabels(shapes.THING_IDS))
+    transform = Compose(steps) if steps else None
+    source_task = {"semantic": "semantic", "instance": "instance",
+                   "panoptic": "all"}[task]
+    return shapes.Shapes(split, length or 1000, config, task=source_task,
+                         transform=transform)
 
 
 def _real(make):
@@ -45,9 +82,9 @@ def _real(make):
     batch of different sizes). ``length`` keeps the first samples.
     """
 
-    def build(split, root, image_size, length, train):
+    def build(split, root, image_size, length, train, task="semantic"):
         transform = train_transform(image_size) if train else None
-        dataset = make(root, split, transform)
+        dataset = make(root, split, transform, task)
         if length is not None and length < len(dataset):
             dataset = torch.utils.data.Subset(dataset, range(length))
         return dataset
@@ -55,32 +92,33 @@ def _real(make):
     return build
 
 
-def _voc(root, split, transform):
+def _voc(root, split, transform, task):
     if split == "train" and voc.has_train_aug(root):
         split = "train_aug"
     return voc.VOCSegmentation(root, split, transform)
 
 
-def _pets(root, split, transform):
+def _pets(root, split, transform, task):
     return pets.OxfordPets(root, "trainval" if split == "train" else "test", transform)
 
 
-def _camvid(root, split, transform):
+def _camvid(root, split, transform, task):
     return camvid.CamVid(root, split, transform)
 
 
-def _cityscapes(root, split, transform):
+def _cityscapes(root, split, transform, task):
     return cityscapes.Cityscapes(root, split, transform)
 
 
-def _coco(root, split, transform):
-    return coco.COCO(root, split, "semantic", transform)
+def _coco(root, split, transform, task):
+    return coco.COCO(root, split, task, transform)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "shapes": DatasetSpec(
         shapes.CLASSES, shapes.PALETTE, _build_shapes, False,
         "built-in synthetic Shapes (no download)",
+        ("semantic", "instance", "panoptic"), shapes.THING_IDS,
     ),
     "voc": DatasetSpec(
         voc.CLASSES, voc.PALETTE, _real(_voc), True,
@@ -100,16 +138,23 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "coco": DatasetSpec(
         coco.CLASSES, coco.PALETTE, _real(_coco), True,
-        "COCO 2017 as semantic maps, 80 things + background: data_scripts.coco",
+        "COCO 2017: semantic maps (80 things + background) or instances: "
+        "data_scripts.coco",
+        ("semantic", "instance"), tuple(range(1, coco.NUM_CLASSES)),
     ),
 }  # fmt: skip
 
 
-def build_dataset(name, split, root=None, image_size=128, length=None, train=False):
-    """Build split ``split`` of dataset ``name`` (see :data:`DATASETS`)."""
+def build_dataset(name, split, root=None, image_size=128, length=None, train=False,
+                  task="semantic"):
+    """Build split ``split`` of dataset ``name`` for ``task`` (see
+    :data:`DATASETS`)."""
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     spec = DATASETS[name]
+    if task not in spec.tasks:
+        raise ValueError(f"dataset {name!r} has no {task} targets; it has "
+                         f"{', '.join(spec.tasks)}")
     if spec.needs_root:
         if root is None:
             raise FileNotFoundError(
@@ -118,7 +163,7 @@ def build_dataset(name, split, root=None, image_size=128, length=None, train=Fal
             )
         if not Path(root).is_dir():
             raise FileNotFoundError(f"data root {root} is not a directory")
-    return spec.build(split, root, image_size, length, train)
+    return spec.build(split, root, image_size, length, train, task)
 
 
 def pad_collate(batch):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from utils.data import IGNORE_INDEX
+from utils.data.targets import boxes_from_masks, drop_small_instances, edge_band
 
 STUFF_CLASSES = ("smooth", "striped", "speckled")
 THING_CLASSES = ("circle", "square", "triangle", "ring", "cross")
@@ -57,7 +58,7 @@ class ShapesConfig:
     max_objects: int = 6  # most things per image
     noise: float = 0.03  # standard deviation of Gaussian pixel noise, image units
     difficulty: float = 0.5  # 0 easy .. 1 hard: smaller, thinner, lower contrast
-    ignore_border: int = 0  # width of a VOC-style 255 band around things (semantic)
+    ignore_border: int = 0  # VOC-style 255 band around things, px across (even)
     min_visible: int = 6  # fragments smaller than this (pixels) become void
     touch_prob: float = 0.3  # chance that a thing is placed touching the previous
     stuff_regions: int = 4  # coarseness of stuff: grid cells per side of the map
@@ -108,12 +109,7 @@ class ShapesSample:
 
     def boxes(self) -> np.ndarray:
         """float32 [N, 4] boxes (x1, y1, x2, y2) that enclose each mask."""
-        out = np.zeros((len(self.labels), 4), np.float32)
-        for k in range(len(self.labels)):
-            rows = np.flatnonzero((self.instance_map == k + 1).any(axis=1))
-            cols = np.flatnonzero((self.instance_map == k + 1).any(axis=0))
-            out[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-        return out
+        return boxes_from_masks(self.masks()).numpy()
 
     def panoptic(self) -> np.ndarray:
         """int64 [H, W, 2]: (category, instance id); void is (255, 0).
@@ -193,18 +189,15 @@ def generate(config: ShapesConfig, rng: np.random.Generator) -> ShapesSample:
         previous = (cls, (cy, cx), radius)
 
     # Occlusion can leave slivers; below min_visible they are void everywhere.
-    areas = np.bincount(instance_map.ravel(), minlength=len(labels) + 1)
-    keep = [k for k in range(1, len(labels) + 1) if areas[k] >= config.min_visible]
-    if len(keep) < len(labels):
-        relabel = np.zeros(len(labels) + 1, np.int32)
-        relabel[keep] = np.arange(1, len(keep) + 1)
-        void = (instance_map > 0) & (relabel[instance_map] == 0)
-        instance_map = relabel[instance_map]
-        semantic[void] = IGNORE_INDEX
-        labels = [labels[k - 1] for k in keep]
+    instance_map, keep, void = drop_small_instances(instance_map, len(labels),
+                                                    config.min_visible)
+    semantic[void] = IGNORE_INDEX
+    labels = [labels[k] for k in keep]
 
     if config.ignore_border > 0:
-        band = _boundary_band(instance_map, config.ignore_border)
+        # A band ignore_border pixels across a straight edge, half on each side.
+        half = (config.ignore_border + 1) // 2
+        band = edge_band(torch.from_numpy(instance_map), half).numpy()
     else:
         band = np.zeros((size, size), bool)
 
@@ -285,22 +278,6 @@ def _thing_mask(cls, cy, cx, radius, rotation, thickness, size):
     if not mask.any():
         return None, None
     return (slice(y0, y1), slice(x0, x1)), mask
-
-
-def _boundary_band(instance_map: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` of a boundary between different instance ids."""
-    edge = np.zeros(instance_map.shape, bool)
-    edge[:, 1:] |= instance_map[:, 1:] != instance_map[:, :-1]
-    edge[1:, :] |= instance_map[1:, :] != instance_map[:-1, :]
-    band = edge.copy()
-    for _ in range(width - 1):  # grow by one pixel (4-neighbourhood) per step
-        grown = band.copy()
-        grown[1:] |= band[:-1]
-        grown[:-1] |= band[1:]
-        grown[:, 1:] |= band[:, :-1]
-        grown[:, :-1] |= band[:, 1:]
-        band = grown
-    return band
 
 
 class Shapes(torch.utils.data.Dataset):

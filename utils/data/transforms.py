@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.data import IGNORE_INDEX
+from utils.data.targets import boxes_from_masks
 
 INSTANCE_KEYS = ("boxes", "labels", "masks")
 
@@ -106,12 +107,7 @@ def _fix_instances(masks: torch.Tensor, labels: torch.Tensor) -> dict:
     """Drop empty masks and recompute boxes (x2, y2 exclusive) from the rest."""
     keep = masks.flatten(1).bool().any(dim=1)
     masks, labels = masks[keep], labels[keep]
-    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32)
-    for k, m in enumerate(masks.bool()):
-        rows = torch.nonzero(m.any(dim=1)).flatten()
-        cols = torch.nonzero(m.any(dim=0)).flatten()
-        boxes[k] = torch.stack([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]).float()
-    return {"boxes": boxes, "labels": labels, "masks": masks}
+    return {"boxes": boxes_from_masks(masks), "labels": labels, "masks": masks}
 
 
 def _resize_labels(label: torch.Tensor, size) -> torch.Tensor:
@@ -254,20 +250,6 @@ class RandomCrop:
 
     def __repr__(self):
         return f"RandomCrop({self.size})"
-
-
-class CenterCrop(RandomCrop):
-    """Crop ``size`` from the centre (padding as :class:`RandomCrop`)."""
-
-    def __call__(self, image, target):
-        check_pair(image, target)
-        H, W = image.shape[1:]
-        return self.crop(
-            image, target, (H - self.size[0]) // 2, (W - self.size[1]) // 2
-        )
-
-    def __repr__(self):
-        return f"CenterCrop({self.size})"
 
 
 def _pair(size):

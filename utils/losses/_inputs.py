@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from utils.data.contract import check_integer, check_labels
+
 
 def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index):
     """Validate ``logits [B, C, ...]`` against ``target [B, ...]``; return the
@@ -11,8 +13,7 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index):
     it can index)."""
     if not logits.is_floating_point():
         raise ValueError(f"logits must be floating point, got {logits.dtype}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(f"target must hold integer labels, got {target.dtype}")
+    check_integer(target, "target")
     if logits.ndim != target.ndim + 1 or (
         logits.shape[:1] + logits.shape[2:] != target.shape
     ):
@@ -21,14 +22,9 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index):
             f"{list(logits.shape)} and target {list(target.shape)}"
         )
     C = logits.shape[1]
+    check_labels(target, C, ignore_index, "target")
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(
         target, dtype=torch.bool)
-    counted = target[valid]
-    if counted.numel() and (counted.min() < 0 or counted.max() >= C):
-        bad = counted[(counted < 0) | (counted >= C)].unique()[:10].tolist()
-        raise ValueError(
-            f"target has labels {bad}, expected [0, {C}) or ignore_index {ignore_index}"
-        )
     return valid, torch.where(valid, target, 0).long()
 
 

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import torch
 
+from utils.data import IGNORE_INDEX
+from utils.data.contract import check_integer, check_labels
+
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int,
-                       ignore_index: int | None = 255) -> torch.Tensor:
+                       ignore_index: int | None = IGNORE_INDEX) -> torch.Tensor:
     """``int64 [N, C]``: pixels of each class in each of the ``N`` label maps
     ``labels [N, ...]``; ``ignore_index`` pixels are not counted."""
-    if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim < 1:
-        raise ValueError(f"labels must be integer [N, ...], got {labels.dtype} "
-                         f"{list(labels.shape)}")
+    check_integer(labels, "labels")
+    if labels.ndim < 1:
+        raise ValueError("labels must be [N, ...], got a scalar")
     labels = labels.reshape(len(labels), -1).long()
     N, C = labels.shape[0], num_classes
     valid = labels != ignore_index if ignore_index is not None else torch.ones_like(
         labels, dtype=torch.bool)
-    counted = labels[valid]
-    if counted.numel() and (counted.min() < 0 or counted.max() >= C):
-        bad = counted[(counted < 0) | (counted >= C)].unique()[:10].tolist()
-        raise ValueError(f"labels {bad} outside [0, {C}) and not ignore_index")
+    check_labels(labels, C, ignore_index, "labels")
     image = torch.arange(N, device=labels.device).unsqueeze(1)
     idx = torch.where(valid, image * C + labels, N * C)
     return torch.bincount(idx.reshape(-1), minlength=N * C + 1)[: N * C].reshape(N, C)

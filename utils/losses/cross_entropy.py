@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.data import IGNORE_INDEX
 from utils.losses._inputs import check_inputs, per_class, reduce
 
 
-def cross_entropy(logits, target, ignore_index: int | None = 255, weight=None,
+def cross_entropy(logits, target, ignore_index: int | None = IGNORE_INDEX, weight=None,
                   reduction: str = "mean"):
     """``-log softmax(logits)[target]`` per pixel.
 
@@ -36,7 +37,7 @@ def cross_entropy(logits, target, ignore_index: int | None = 255, weight=None,
 
 
 def pixel_weighted_cross_entropy(logits, target, pixel_weight,
-                                 ignore_index: int | None = 255,
+                                 ignore_index: int | None = IGNORE_INDEX,
                                  reduction: str = "mean"):
     """Cross-entropy with one weight per pixel (U-Net's ``w(x)``):
     ``sum(w * ce) / (number of counted pixels)``, so that ``w = 1`` gives the

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from utils.data import IGNORE_INDEX
 from utils.losses._inputs import check_inputs
 
 
-def dice_loss(logits, target, ignore_index: int | None = 255, squared: bool = False,
-              smooth: float = 1.0):
+def dice_loss(logits, target, ignore_index: int | None = IGNORE_INDEX,
+              squared: bool = False, smooth: float = 1.0):
     """``1 - mean_c Dice_c`` of ``logits [B, C, ...]`` against ``target [B, ...]``;
     ignored pixels count in neither ``p`` nor ``g``."""
     valid, t = check_inputs(logits, target, ignore_index)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.data import IGNORE_INDEX
 from utils.losses._inputs import check_inputs, per_class, reduce
 
 
 def focal_loss(logits, target, gamma: float = 2.0, alpha=None,
-               ignore_index: int | None = 255, reduction: str = "mean"):
+               ignore_index: int | None = IGNORE_INDEX, reduction: str = "mean"):
     """Focal loss of ``logits [B, C, ...]`` against ``target [B, ...]``.
 
     ``alpha`` (optional, ``[C]``) weights each pixel by its true class. The mean

@@ -8,13 +8,15 @@ from utils.metrics.confusion import (
     metrics_from_matrix,
     per_image_confusion,
 )
-from utils.metrics.mask_ap import mask_ap, mask_iou
+from utils.metrics.mask_ap import DetectionAP, box_ap, mask_ap, mask_iou
 from utils.metrics.panoptic import PanopticQuality, match_segments
 
 __all__ = [
     "ConfusionMatrix",
+    "DetectionAP",
     "PanopticQuality",
     "boundary_iou",
+    "box_ap",
     "boundary_target",
     "confusion_matrix",
     "mask_ap",

@@ -12,12 +12,13 @@ al.'s 2021 "Boundary IoU", which intersects the bands of both masks.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from utils.data import IGNORE_INDEX
+from utils.data.targets import edge_band
 from utils.metrics.confusion import ConfusionMatrix
 
 
-def boundary_band(target: torch.Tensor, width: int = 3, ignore_index: int = 255
+def boundary_band(target: torch.Tensor, width: int = 3, ignore_index: int = IGNORE_INDEX
                   ) -> torch.Tensor:
     """bool ``[B, H, W]``: pixels at most ``width`` pixels (chessboard distance)
     from the boundary between two different classes of ``target``.
@@ -34,22 +35,12 @@ def boundary_band(target: torch.Tensor, width: int = 3, ignore_index: int = 255
     if t.ndim != 3 or t.is_floating_point():
         raise ValueError(f"target must be integer [B, H, W] or [H, W], got "
                          f"{target.dtype} {list(target.shape)}")
-    valid = t != ignore_index
-    edge = torch.zeros_like(t, dtype=torch.bool)
-    right = (t[:, :, 1:] != t[:, :, :-1]) & valid[:, :, 1:] & valid[:, :, :-1]
-    down = (t[:, 1:, :] != t[:, :-1, :]) & valid[:, 1:, :] & valid[:, :-1, :]
-    edge[:, :, 1:] |= right
-    edge[:, :, :-1] |= right
-    edge[:, 1:, :] |= down
-    edge[:, :-1, :] |= down
-    k = 2 * width - 1  # grow the edge pixels by width - 1 in every direction
-    band = F.max_pool2d(edge[:, None].float(), k, stride=1, padding=width - 1)
-    band = band[:, 0].bool() & valid
+    band = edge_band(t, width, valid=t != ignore_index)
     return band[0] if squeeze else band
 
 
-def boundary_target(target: torch.Tensor, width: int = 3, ignore_index: int = 255
-                    ) -> torch.Tensor:
+def boundary_target(target: torch.Tensor, width: int = 3,
+                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """``target`` with every pixel outside :func:`boundary_band` set to
     ``ignore_index``: feed it to a :class:`ConfusionMatrix` to accumulate
     boundary IoU over a dataset."""
@@ -58,7 +49,7 @@ def boundary_target(target: torch.Tensor, width: int = 3, ignore_index: int = 25
 
 
 def boundary_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                 width: int = 3, ignore_index: int = 255) -> float:
+                 width: int = 3, ignore_index: int = IGNORE_INDEX) -> float:
     """Mean over classes of the IoU on the band around ``target``'s edges.
 
     ``pred`` is labels shaped like ``target`` or logits ``[B, K, H, W]``;

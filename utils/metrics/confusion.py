@@ -22,7 +22,12 @@ Conventions, the ones of the FCN evaluation code that most papers use:
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+
+from utils.data import IGNORE_INDEX
+from utils.data.contract import check_integer, check_labels
+from utils.metrics.reduce import all_reduce_sum_
+
+_PRED = "pred"  # checked where the target is not ignored
 
 # Above this many bins the fast path's histogram (which also counts the ignored
 # target values) would be wasteful; the masked path is used instead.
@@ -38,7 +43,8 @@ class ConfusionMatrix:
     counts every pixel.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX,
+                 device=None):
         _check_num_classes(num_classes)
         _check_ignore_index(ignore_index, num_classes)
         self.num_classes = num_classes
@@ -84,39 +90,9 @@ class ConfusionMatrix:
         out = metrics_from_matrix(self.matrix)
         return {k: (float(v) if v.ndim == 0 else v) for k, v in out.items()}
 
-    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        if not isinstance(other, ConfusionMatrix):
-            return NotImplemented
-        if other.num_classes != self.num_classes:
-            raise ValueError(
-                f"cannot add a {other.num_classes}-class confusion matrix to a "
-                f"{self.num_classes}-class one"
-            )
-        out = ConfusionMatrix(self.num_classes, self.ignore_index, self.matrix.device)
-        out.matrix = self.matrix + other.matrix.to(self.matrix.device)
-        return out
-
-    def __radd__(self, other):
-        # Lets sum([cm1, cm2, ...]) start from its default 0.
-        if isinstance(other, int) and other == 0:
-            return self.__add__(self.__class__(self.num_classes, self.ignore_index,
-                                               self.matrix.device))
-        return NotImplemented
-
     def all_reduce(self) -> ConfusionMatrix:
-        """Sum the matrices of all DDP ranks in place (no-op without DDP).
-
-        NCCL reduces CUDA tensors only, so a CPU matrix makes a round trip
-        through the current CUDA device under that backend.
-        """
-        if not (dist.is_available() and dist.is_initialized()):
-            return self
-        if dist.get_backend() == "nccl" and self.matrix.device.type != "cuda":
-            on_gpu = self.matrix.to(torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
-            self.matrix.copy_(on_gpu)
-        else:
-            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+        """Sum the matrices of all DDP ranks in place (no-op without DDP)."""
+        all_reduce_sum_(self.matrix)
         return self
 
     def __repr__(self) -> str:
@@ -127,7 +103,8 @@ class ConfusionMatrix:
 
 
 @torch.no_grad()
-def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255):
+def confusion_matrix(pred, target, num_classes: int,
+                     ignore_index: int | None = IGNORE_INDEX):
     """``int64 [C, C]`` counts of one batch (see :meth:`ConfusionMatrix.update`
     for the inputs), computed with one ``bincount`` on ``target``'s device."""
     _check_num_classes(num_classes)
@@ -137,7 +114,8 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 
 
 
 @torch.no_grad()
-def per_image_confusion(pred, target, num_classes: int, ignore_index: int | None = 255):
+def per_image_confusion(pred, target, num_classes: int,
+                        ignore_index: int | None = IGNORE_INDEX):
     """``int64 [B, C, C]``: one confusion matrix per image of a batch.
 
     Inputs as for :func:`confusion_matrix`, with the first dimension the image.
@@ -152,8 +130,8 @@ def per_image_confusion(pred, target, num_classes: int, ignore_index: int | None
     # Give every image its own block of C*C bins: one bincount does them all.
     image = torch.arange(B, device=target.device).view(-1, *[1] * (target.ndim - 1))
     valid = _valid(target, ignore_index)
-    _check_labels("target", target[valid], C, ignore_index)
-    _check_labels("pred", pred[valid], C, None)
+    check_labels(target, C, ignore_index, "target")
+    check_labels(pred[valid], C, None, _PRED, hint="")
     idx = torch.where(valid, image * (C * C) + target * C + pred, B * C * C)
     counts = torch.bincount(idx.reshape(-1), minlength=B * C * C + 1)
     return counts[: B * C * C].reshape(B, C, C)
@@ -218,8 +196,7 @@ def _labels(pred: torch.Tensor, target: torch.Tensor, C: int):
             f"pred and target must be tensors, got {type(pred).__name__} and "
             f"{type(target).__name__}"
         )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise ValueError(f"target must hold integer labels, got dtype {target.dtype}")
+    check_integer(target, "target")
     if pred.is_floating_point():
         if pred.shape == target.shape:
             raise ValueError(
@@ -270,30 +247,11 @@ def _counts(pred, target, C: int, ignore_index, buffer=None) -> torch.Tensor:
                                 minlength=max(t_hi + 1, C) * C)
         rows = counts[C * C:].reshape(-1, C).sum(dim=1)  # target values C, C+1...
         bad = (rows.nonzero().flatten() + C).tolist()
-        bad = [v for v in bad if v != ignore_index]
-        if bad:
-            _raise_labels("target", bad, C, ignore_index)
+        if any(v != ignore_index for v in bad):
+            check_labels(target, C, ignore_index, "target")  # raises, naming them
         return counts[: C * C].reshape(C, C)
     valid = _valid(target, ignore_index)
     t, p = target[valid], pred[valid]
-    _check_labels("target", t, C, ignore_index)
-    _check_labels("pred", p, C, None)
+    check_labels(target, C, ignore_index, "target")
+    check_labels(p, C, None, _PRED, hint="")
     return torch.bincount(t * C + p, minlength=C * C).reshape(C, C)
-
-
-def _check_labels(name, labels, C, ignore_index):
-    """``labels`` are the counted ones: all must lie in ``[0, C)``."""
-    if labels.numel() == 0:
-        return
-    lo, hi = (int(v) for v in torch.aminmax(labels))
-    if lo < 0 or hi >= C:
-        bad = labels[(labels < 0) | (labels >= C)].unique()[:10].tolist()
-        _raise_labels(name, bad, C, ignore_index)
-
-
-def _raise_labels(name, bad, C, ignore_index):
-    allowed = f"[0, {C})"
-    if name == "target" and ignore_index is not None:
-        allowed += f" or ignore_index {ignore_index}"
-    where = "" if name == "target" else " at pixels whose target is not ignored"
-    raise ValueError(f"{name} has labels {bad[:10]}{where}, expected {allowed}")

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from utils.data import IGNORE_INDEX
+from utils.metrics.reduce import all_reduce_sum_
+
 # Segment keys pack (category, instance id) into one int64: category * 2**31 + id.
 _SHIFT = 1 << 31
 
@@ -33,7 +36,7 @@ class PanopticQuality:
     category ``void`` are unlabelled (in a prediction: predicted as nothing).
     """
 
-    def __init__(self, things, stuffs, void: int = 255):
+    def __init__(self, things, stuffs, void: int = IGNORE_INDEX):
         self.things = tuple(int(c) for c in things)
         self.stuffs = tuple(int(c) for c in stuffs)
         self.categories = tuple(sorted(self.things + self.stuffs))
@@ -137,6 +140,12 @@ class PanopticQuality:
         seg_cat = torch.tensor([position[c] for c, _ in names], dtype=torch.int64,
                                device=panoptic.device)
         return lut[index], seg_cat
+
+    def all_reduce(self) -> PanopticQuality:
+        """Sum the counts of all DDP ranks in place (no-op without DDP)."""
+        for counts in (self.tp, self.fp, self.fn, self.iou_sum):
+            all_reduce_sum_(counts)
+        return self
 
     def compute(self) -> dict:
         """``pq``, ``sq``, ``rq`` and ``n`` (categories averaged) overall, the same

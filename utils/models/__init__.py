@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
+from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
 from utils.models.tiny_fcn import TinyFCN
-from utils.models.weights import load_vgg16_torchvision
+from utils.models.weights import load_torchvision
 
 MODELS = {
     "tiny_fcn": TinyFCN,  # chapter 00
@@ -27,13 +29,17 @@ MODELS = {
 __all__ = [
     "MODELS",
     "VGG16",
+    "ResNet",
+    "resnet50",
+    "resnet101",
+    "FrozenBatchNorm2d",
     "FCN8s",
     "FCN16s",
     "FCN32s",
     "PatchCNN",
     "TinyFCN",
     "build_model",
-    "load_vgg16_torchvision",
+    "load_torchvision",
 ]
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from utils.models.backbones.vgg import VGG16
 from utils.models.upsampling import bilinear_upsampling
-from utils.models.weights import load_vgg16_torchvision
+from utils.models.weights import load_torchvision
 
 # The statistics torchvision's ImageNet weights were trained with; images in
 # [0, 1] are normalised with them before the backbone.
@@ -93,7 +93,16 @@ class FCN(nn.Module):
     def load_pretrained(self, path) -> None:
         """Load ImageNet VGG16 weights in torchvision's format into the backbone
         (the scoring and upsampling layers keep their initialisation)."""
-        load_vgg16_torchvision(self.backbone, path)
+        load_torchvision(self, path)
+
+    def torchvision_keys(self) -> dict[str, str]:
+        """torchvision ``vgg16``'s keys -> the backbone's, prefixed (the
+        protocol of :mod:`utils.models.weights`)."""
+        return {tv: f"backbone.{ours}"
+                for tv, ours in self.backbone.torchvision_keys().items()}
+
+    def torchvision_ignored(self) -> tuple[str, ...]:
+        return self.backbone.torchvision_ignored()
 
 
 class FCN32s(FCN):

@@ -1,15 +1,74 @@
-"""ImageNet VGG16 weights from a file in torchvision's format (chapter 03).
+"""One loader for every torchvision-format weight file the course uses.
 
-torchvision's ``vgg16`` keeps its thirteen convolutions in ``features.N`` (N =
-0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28; the other indices are ReLUs and
-max-pools) and its fully connected layers in ``classifier.0`` (fc6, ``[4096,
-25088]``), ``classifier.3`` (fc7, ``[4096, 4096]``) and ``classifier.6`` (the
-1000 ImageNet classes, not needed for segmentation).
-:func:`load_vgg16_torchvision` copies them into
-:class:`~utils.models.backbones.vgg.VGG16`, reshaping fc6 into a 7x7
-convolution and fc7 into a 1x1 convolution, as the FCN paper does. ``python -m
-data_scripts.weights --root data/weights --only vgg16`` downloads the file
-(``vgg16-397923af.pth``) and checks its hash.
+``load_torchvision(model, weights)`` copies a state dict saved by torchvision
+(a file read with ``torch.load(..., weights_only=True)``, or the dict itself)
+into a course model. ``python -m data_scripts.weights --root data/weights``
+downloads the files and checks their hashes:
+
+===========================================  =======================================
+file                                         course model
+===========================================  =======================================
+``vgg16-397923af.pth``                       :class:`VGG16`, FCN (chapter 03)
+``vgg16_bn-6c64b313.pth``                    ``VGG16(batch_norm=True)``, SegNet (05)
+``resnet50-0676ba61.pth``                    ``resnet50(output_stride=32, 16, 8)``
+``resnet101-63fe2227.pth``                   ``resnet101(output_stride=32, 16, 8)``
+``deeplabv3_resnet50_coco-cd0a2569.pth``     DeepLabV3+ (chapter 07 adds its map)
+``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``  Mask R-CNN (chapter 08 adds its map)
+===========================================  =======================================
+
+The protocol
+------------
+A model that can load torchvision's weights has a method
+
+``torchvision_keys() -> dict[str, str]``
+    ``{key in torchvision's file: key in model.state_dict()}`` for every tensor
+    the model takes from the file, in the network's order (the order in which
+    missing keys are reported). Batch-norm buffers are listed
+    (``running_mean``, ``running_var``), ``num_batches_tracked`` is not.
+
+and may have
+
+``torchvision_ignored() -> tuple[str, ...]``
+    prefixes of the file's keys that the model does not use, such as the
+    ImageNet classifier (``"fc."``, ``"classifier.6."``) or DeepLabV3's
+    ``"aux_classifier."``.
+
+Where the course can use torchvision's own names (ResNet), the map is the
+identity; where the paper's names differ (VGG16's ``conv3_2`` is torchvision's
+``features.12``), it says which is which. A model that holds a backbone
+delegates to it, adding the attribute's name to the backbone's keys, as FCN
+does with torchvision's ``vgg16`` file::
+
+    def torchvision_keys(self):
+        return {tv: f"backbone.{ours}"
+                for tv, ours in self.backbone.torchvision_keys().items()}
+
+A file that nests the backbone itself is read by a map that adds the file's
+prefix too, and names the heads it uses; the chapters that add these files
+write such a map, and nothing in the loader changes:
+
+- ``deeplabv3_resnet50_coco`` (chapter 07): ``backbone.<resnet50 key>`` (no
+  ``fc``; output stride 8), ``classifier.0.convs.0.0.weight``, ... (ASPP and
+  head), ``aux_classifier.*`` (ignore it);
+- ``maskrcnn_resnet50_fpn_coco`` (chapter 08): ``backbone.body.<resnet50
+  key>`` (frozen batch norms), ``backbone.fpn.*``, ``rpn.*``, ``roi_heads.*``.
+  torchvision renamed the FPN's and the RPN head's convolutions after this
+  file was published (``fpn.inner_blocks.0.weight`` to
+  ``fpn.inner_blocks.0.0.weight``, ``rpn.head.conv.weight`` to
+  ``rpn.head.conv.0.0.weight``) and renames old keys while loading; the map
+  names the keys the file holds (check them on the file itself).
+
+The loader then copies, all or nothing: every key of the map must be in the
+file, hold a tensor of the model's shape and (for floating-point tensors) a
+floating-point dtype; every key of the file must be in the map, under an
+ignored prefix, or the ``num_batches_tracked`` of a mapped batch norm. One
+exception is the rule of convolutionalisation: a fully connected weight
+``[out, in]`` is read into a convolution ``[out, C, kh, kw]`` with
+``in = C * kh * kw``, in ``torch.flatten``'s order (channel, row, column), as
+VGG16's fc6 and fc7 are. Otherwise one ``ValueError`` lists every missing key
+(in the network's order), every unexpected key, every wrong shape (with
+torchvision's key and both shapes) and every value that is not a tensor, and
+the model is left untouched.
 """
 
 from __future__ import annotations
@@ -19,114 +78,114 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.models.backbones.vgg import STAGE_DEPTHS, VGG16
+_NUM_BATCHES = "num_batches_tracked"
 
 
-def torchvision_key_map() -> dict[str, str]:
-    """torchvision ``vgg16`` parameter names -> the course's VGG16 names
-    (weights and biases of the 13 convolutions, fc6 and fc7)."""
-    names = {}
-    index = 0  # position in torchvision's ``features`` Sequential
-    for stage, depth in enumerate(STAGE_DEPTHS, start=1):
-        for k in range(1, depth + 1):
-            names[index] = f"conv{stage}.conv{stage}_{k}"
-            index += 2  # a conv, then its ReLU
-        index += 1  # the stage's max-pool
-    mapping = {}
-    for i, name in names.items():
-        for p in ("weight", "bias"):
-            mapping[f"features.{i}.{p}"] = f"{name}.{p}"
-    for tv, ours in (("classifier.0", "fc6"), ("classifier.3", "fc7")):
-        for p in ("weight", "bias"):
-            mapping[f"{tv}.{p}"] = f"{ours}.{p}"
-    return mapping
+def load_torchvision(model: nn.Module, weights) -> None:
+    """Copy torchvision-format ``weights`` into ``model``, all or nothing.
 
-
-# The ImageNet classifier and the dropout layers' (absent) entries are allowed
-# and ignored; any other key means the file is not torchvision's vgg16.
-_IGNORED_PREFIXES = ("classifier.6.",)
-
-
-def load_vgg16_torchvision(model: nn.Module, weights) -> None:
-    """Copy torchvision-format VGG16 weights into ``model``'s VGG16.
-
-    ``model`` is a :class:`VGG16` or has one as ``model.backbone``; it must be
-    full width (``width=1.0``). ``weights`` is a path to a file saved with
-    ``torch.save`` or a state dict. Missing keys, unexpected keys and wrong
-    shapes raise one ``ValueError`` that lists them all; nothing is copied
-    unless everything matches.
+    ``model`` has ``torchvision_keys()`` (and optionally
+    ``torchvision_ignored()``; see the module's docstring). ``weights`` is a
+    path to a file saved with ``torch.save`` (read without executing code) or
+    a state dict. Raises ``FileNotFoundError`` for a missing file,
+    ``ValueError`` for an unreadable one or for weights that do not fit (one
+    message listing every problem), ``TypeError`` for a model without the
+    protocol.
     """
-    backbone = model if isinstance(model, VGG16) else getattr(model, "backbone", None)
-    if not isinstance(backbone, VGG16):
+    if not callable(getattr(model, "torchvision_keys", None)):
         raise TypeError(
-            f"expected a VGG16 or a model with a VGG16 .backbone, got "
-            f"{type(model).__name__}"
+            f"{type(model).__name__} has no torchvision_keys(): it cannot load "
+            "torchvision-format weights (see utils.models.weights)"
         )
-    if isinstance(weights, (str, Path)):
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no weight file at {path}; download torchvision's ImageNet VGG16 "
-                "with: python -m data_scripts.weights --root data/weights --only vgg16"
-            )
-        try:
-            weights = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for a damaged file
-            raise ValueError(
-                f"{path} is not a readable torch weight file "
-                f"({type(err).__name__}); download it again"
-            ) from None
-    if not isinstance(weights, dict):
-        raise TypeError(f"weights must be a path or a state dict, got {type(weights)}")
+    state = read_state_dict(weights)
+    mapping = model.torchvision_keys()
+    ignored = tuple(getattr(model, "torchvision_ignored", tuple)())
+    ours = model.state_dict()
+    wrong_map = [k for k in mapping.values() if k not in ours]
+    if wrong_map:  # a bug in the model's map, not in the file
+        raise KeyError(f"{type(model).__name__}.torchvision_keys() names keys it "
+                       f"does not have: {', '.join(wrong_map)}")
 
-    mapping = torchvision_key_map()
-    ours = backbone.state_dict()
-    missing = [k for k in mapping if k not in weights]  # in the network's order
-    unexpected = sorted(k for k in weights if k not in mapping
-                        and not k.startswith(_IGNORED_PREFIXES))
-    wrong_shape = []
-    converted = {}
+    missing = [k for k in mapping if k not in state]  # in the network's order
+    batch_norms = {k[: -len("running_mean")] for k in mapping
+                   if k.endswith(".running_mean")}
+    unexpected = [
+        k for k in state
+        if k not in mapping and not k.startswith(ignored)
+        and not (k.endswith("." + _NUM_BATCHES)
+                 and k[: -len(_NUM_BATCHES)] in batch_norms)
+    ]
+    problems, converted = [], {}
     for tv_key, our_key in mapping.items():
-        if tv_key not in weights:
+        if tv_key not in state:
             continue
-        value = weights[tv_key]
-        want = ours[our_key].shape
+        value, want = state[tv_key], ours[our_key]
         if not isinstance(value, torch.Tensor):
-            wrong_shape.append(f"{tv_key}: expected a tensor, got "
-                               f"{type(value).__name__}")
+            problems.append(f"{tv_key}: expected a tensor, got {type(value).__name__}")
             continue
-        # fc6/fc7 hold Linear weights: [out, in] -> [out, C, k, k] with
-        # in = C*k*k in the order torch.flatten gives (channel, row, column).
-        if value.ndim == 2 and len(want) == 4 and value.numel() == want.numel() \
-                and value.shape[0] == want[0]:
-            value = value.reshape(want)
-        if value.shape != want:
-            wrong_shape.append(
-                f"{tv_key}: expected {list(_torchvision_shape(tv_key, want))}, "
-                f"got {list(weights[tv_key].shape)}"
-            )
-        converted[our_key] = value
-    if missing or unexpected or wrong_shape:
-        header = "weights are not torchvision's vgg16 for this backbone"
-        if backbone.width != 1.0:
-            header += f" (width={backbone.width}; ImageNet weights need width=1.0)"
-        header += ":"
-        lines = [header]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): "
-                         f"{', '.join(unexpected)}")
-        for line in wrong_shape:
-            lines.append(f"  wrong shape {line}")
-        raise ValueError("\n".join(lines))
+        if want.is_floating_point() and not value.is_floating_point():
+            problems.append(f"{tv_key}: expected floating point, got {value.dtype}")
+            continue
+        expected = _torchvision_shape(want.shape, value)
+        if value.shape != expected:
+            problems.append(f"wrong shape {tv_key}: expected {list(expected)}, "
+                            f"got {list(value.shape)}")
+            continue
+        converted[our_key] = value.reshape(want.shape)
+    if missing or unexpected or problems:
+        raise ValueError(_report(model, missing, unexpected, problems))
     with torch.no_grad():
         for key, value in converted.items():
-            ours[key].copy_(value.to(ours[key].dtype))
+            ours[key].copy_(value)
 
 
-def _torchvision_shape(key: str, ours: torch.Size) -> tuple[int, ...]:
-    """The shape torchvision stores for a parameter our VGG16 holds as ``ours``."""
-    if key.startswith("classifier.") and key.endswith("weight"):
-        return (ours[0], ours[1:].numel())
-    return tuple(ours)
+def read_state_dict(weights) -> dict:
+    """``weights`` itself if it is a dict, else the state dict in the file at
+    that path (``torch.load`` with ``weights_only=True``, on the CPU)."""
+    if isinstance(weights, dict):
+        return weights
+    if not isinstance(weights, (str, Path)):
+        raise TypeError(f"weights must be a path or a state dict, got "
+                        f"{type(weights).__name__}")
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no weight file at {path}; torchvision's files download with: "
+            "python -m data_scripts.weights --root data/weights --only NAME"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ValueError(f"{path} is not a readable torch weight file "
+                         f"({type(err).__name__}); download it again") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _torchvision_shape(ours: torch.Size, value: torch.Tensor) -> torch.Size:
+    """The shape torchvision's file should hold for a tensor of shape ``ours``:
+    the same, or ``[out, C*kh*kw]`` where a fully connected layer's weight
+    (2-d in the file) is read into a convolution (4-d here)."""
+    if value.ndim == 2 and len(ours) == 4:
+        return torch.Size((ours[0], ours[1:].numel()))
+    return ours
+
+
+def _report(model: nn.Module, missing: list[str], unexpected: list[str],
+            problems: list[str]) -> str:
+    """One message listing everything that does not fit."""
+    header = f"weights do not fit {type(model).__name__} (torchvision's format)"
+    # A slim copy (chapter profiles ci and cpu) cannot take ImageNet's weights.
+    slim = sorted({m.width for m in model.modules()
+                   if isinstance(getattr(m, "width", None), (int, float))
+                   and m.width != 1})
+    if slim:
+        header += f" (width={slim[0]}; ImageNet weights need width=1.0)"
+    lines = [header + ":"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+    lines += [f"  {p}" for p in problems]
+    return "\n".join(lines)

@@ -5,24 +5,35 @@
 
 Writes ``checkpoint.pt`` (after every epoch), ``metrics.csv`` (one row per epoch)
 and ``predictions.png`` into ``--out``. Defaults come from the active profile's
-``train`` budget (``COURSE_PROFILE`` or ``--profile``).
+``train`` budget (``COURSE_PROFILE`` or ``--profile``). The model decides the
+task (semantic, instance or panoptic; its class attribute ``task``) and the
+dataset must have targets for it.
+
+Every mistake (an argument, the environment, a checkpoint, a full disk) is one
+``error:`` line and exit code 2; a loss that turns non-finite is exit code 1.
+``COURSE_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-import matplotlib
-
 from utils import budgets, runtime
-from utils.data.registry import DATASETS, build_dataset, pad_collate
+from utils.data.registry import DATASETS, build_dataset
 from utils.models import MODELS, build_model
 from utils.train import distributed
 from utils.train.checkpoint import CheckpointError, load_checkpoint
 from utils.train.config import TrainConfig
-from utils.train.loop import fit, predict
+from utils.train.fit import fit
+from utils.train.tasks import InstanceTask, PanopticTask, SemanticTask
+
+MIN_IMAGE_SIZE = 16  # Shapes' smallest image; smaller crops hold too little
+MAX_WIDTH = 4.0  # beyond 4x the paper's channels a model no longer fits memory
 
 
 class UsageError(Exception):
@@ -34,82 +45,119 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def _int_in(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be an int {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(high: float | None = None):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid float value: {text!r}") from None
+        if not math.isfinite(value) or value <= 0 or (high is not None
+                                                      and value > high):
+            bound = f"in (0, {high:g}]" if high is not None else "> 0"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m utils.train",
         description="Train a segmentation model and write checkpoint.pt, "
         "metrics.csv and predictions.png into --out. Unset options come from the "
-        "profile's 'train' budget.",
+        "profile's 'train' budget. COURSE_DEBUG=1 shows tracebacks.",
     )
     p.add_argument(
-        "--model",
-        default="tiny_fcn",
-        help=f"model to train, one of: {', '.join(sorted(MODELS))} (default: tiny_fcn)",
-    )
+        "--model", default="tiny_fcn",
+        help=f"model to train, one of: {', '.join(sorted(MODELS))} (default: "
+        "tiny_fcn); the model decides the task (semantic, instance, panoptic)")
     p.add_argument(
-        "--data",
-        default="shapes",
+        "--data", default="shapes",
         help=f"dataset, one of: {', '.join(sorted(DATASETS))} "
-        "(default: shapes, built in)",
-    )
+        "(default: shapes, built in)")
     p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="folder prepared by python -m data_scripts.NAME (real datasets)",
-    )
+        "--data-root", type=Path, default=None,
+        help="folder prepared by python -m data_scripts.NAME (real datasets)")
     p.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        help="folder for checkpoint.pt, metrics.csv and predictions.png",
-    )
-    p.add_argument("--epochs", type=int, help="epochs to train in total")
+        "--out", type=Path, required=True,
+        help="folder for checkpoint.pt, metrics.csv and predictions.png")
+    p.add_argument("--epochs", type=_int_in(1), help="epochs to train in total")
     p.add_argument(
-        "--resume",
-        type=Path,
-        default=None,
-        help="checkpoint.pt to continue from (same model, data and width)",
-    )
+        "--resume", type=Path, default=None,
+        help="checkpoint.pt to continue from (same model, data and settings; "
+        "--epochs may grow)")
     p.add_argument(
-        "--pretrained",
-        type=Path,
-        default=None,
-        help="backbone weights in torchvision's format (see data_scripts)",
-    )
+        "--pretrained", type=Path, default=None,
+        help="weights in torchvision's format (see data_scripts.weights)")
     p.add_argument(
-        "--profile",
-        choices=runtime.PROFILES,
-        default=None,
-        help="budget profile (default: COURSE_PROFILE, else gpu/cpu)",
-    )
-    p.add_argument("--batch-size", type=int, help="images per step, all processes")
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
-    p.add_argument("--width", type=float, help="channel multiplier of the model")
-    p.add_argument("--image-size", type=int, help="training crop / Shapes image size")
+        "--profile", choices=budgets.PROFILES, default=None,
+        help="budget profile (default: COURSE_PROFILE, else gpu/cpu)")
+    p.add_argument("--batch-size", type=_int_in(1),
+                   help="images per step, all processes together")
+    p.add_argument("--lr", type=_positive_float(), help="peak learning rate (AdamW)")
+    p.add_argument("--width", type=_positive_float(MAX_WIDTH),
+                   help=f"channel multiplier of the model, in (0, {MAX_WIDTH:g}]")
+    p.add_argument("--image-size", type=_int_in(MIN_IMAGE_SIZE, 4096),
+                   help=f"training crop / Shapes image size (>= {MIN_IMAGE_SIZE})")
     p.add_argument(
-        "--train-size",
-        type=int,
-        help="training images (Shapes: generated; real data: first N)",
-    )
-    p.add_argument("--val-size", type=int, help="validation images (as --train-size)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+        "--train-size", type=_int_in(1),
+        help="training images (Shapes: generated; real data: first N)")
+    p.add_argument("--val-size", type=_int_in(1),
+                   help="validation images (as --train-size)")
+    p.add_argument("--workers", type=_int_in(0, 64), default=0,
+                   help="DataLoader workers")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
+                   help="random seed, in [0, 2**32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
+def pick(value, default):
+    """An option's value, or the budget's when the option was not given (an
+    explicit value is never replaced: argparse has already checked it)."""
+    return default if value is None else value
+
+
 def check_out_dir(out: Path) -> None:
-    """Create ``out`` and prove it writable before spending time on training."""
+    """Create ``out`` and prove it writable before spending time on training.
+
+    The probe file has a unique name, so several torchrun processes can check
+    the same folder at once."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as err:
         raise UsageError(
             f"cannot write to --out {out}: {err.strerror or err}"
         ) from None
+
+
+def make_task(name: str, spec):
+    """The task object and the model's number of classes (and options)."""
+    if name == "semantic":
+        return SemanticTask(len(spec.classes)), len(spec.classes), {}
+    if name == "instance":
+        return InstanceTask(len(spec.thing_ids) + 1), len(spec.thing_ids) + 1, {}
+    return (PanopticTask(spec.thing_ids, spec.stuff_ids), len(spec.classes),
+            {"thing_ids": spec.thing_ids})
 
 
 def run(args) -> list[dict]:
@@ -120,121 +168,172 @@ def run(args) -> list[dict]:
             f"unknown dataset {args.data!r}; choose from {sorted(DATASETS)}"
         )
     spec = DATASETS[args.data]
+    task_name = getattr(MODELS[args.model], "task", "semantic")
+    if task_name not in spec.tasks:
+        raise UsageError(f"--model {args.model} is a {task_name} model but --data "
+                         f"{args.data} has only {', '.join(spec.tasks)} targets")
     if spec.needs_root and args.data_root is None:
         raise UsageError(
             f"--data {args.data} needs --data-root (prepare it with "
             f"python -m data_scripts.{args.data} --root DIR)"
         )
-    profile = args.profile or runtime.profile()
+    try:
+        profile = args.profile or runtime.profile()
+        world = distributed.requested_world_size()
+    except (ValueError, distributed.LaunchError) as err:
+        raise UsageError(str(err)) from None
     budget = budgets.budget("train", profile)
-    width = args.width or budget.width
-    image_size = args.image_size or budget.image_size
-    meta = {"model": args.model, "data": args.data, "width": width}
-
+    width = pick(args.width, budget.width)
+    image_size = pick(args.image_size, budget.image_size)
+    shapes_like = not spec.needs_root
+    train_len = pick(args.train_size, budget.train_size if shapes_like else None)
+    val_len = pick(args.val_size, budget.val_size if shapes_like else None)
+    meta = {"model": args.model, "data": args.data, "width": width,
+            "image_size": image_size, "train_size": train_len, "val_size": val_len}
     if args.resume is not None:
-        state = load_checkpoint(args.resume)
-        theirs = state.get("meta", {})
-        if {k: theirs.get(k) for k in meta} != meta:
-            raise UsageError(
-                f"{args.resume} was written for --model {theirs.get('model')} --data "
-                f"{theirs.get('data')} --width {theirs.get('width')}, not --model "
-                f"{args.model} --data {args.data} --width {width}"
-            )
+        check_resume(args, meta)
     check_out_dir(args.out)
 
-    device = distributed.init_from_env() or runtime.device(profile)
+    try:
+        device = distributed.init_from_env() or runtime.device(profile)
+    except (ValueError, RuntimeError) as err:  # COURSE_DEVICE, torchrun set-up
+        raise UsageError(str(err).splitlines()[0]) from None
     runtime.seed_everything(args.seed)
     runtime.set_deterministic(profile != "gpu")
-    shapes_like = not spec.needs_root
-    train_len = args.train_size or (budget.train_size if shapes_like else None)
-    val_len = args.val_size or (budget.val_size if shapes_like else None)
-    train_set = build_dataset(
-        args.data, "train", args.data_root, image_size, train_len, train=True
-    )
-    val_set = build_dataset(args.data, "val", args.data_root, image_size, val_len)
-
-    model = build_model(args.model, len(spec.classes), width=width)
+    task, num_classes, options = make_task(task_name, spec)
+    datasets = [build_dataset(args.data, split, args.data_root, image_size, length,
+                              train=split == "train", task=task_name)
+                for split, length in (("train", train_len), ("val", val_len))]
+    model = build_model(args.model, num_classes, width=width, **options)
     if args.pretrained is not None:
-        if not hasattr(model, "load_pretrained"):
-            raise UsageError(f"model {args.model} has no pretrained weights to load")
-        try:
-            model.load_pretrained(args.pretrained)
-        except (ValueError, TypeError, RuntimeError) as err:
-            # The loader lists every bad key on its own line; keep one line.
-            text = " ".join(line.strip() for line in str(err).splitlines())
-            if len(text) > 300:
-                text = text[:300] + " ..."
-            raise UsageError(f"--pretrained {args.pretrained}: {text}") from None
+        load_pretrained(model, args)
+    preflight(model, datasets[1], task, args)
 
     config = TrainConfig(
-        epochs=args.epochs or budget.epochs,
-        batch_size=args.batch_size or budget.batch_size,
-        lr=args.lr or budget.lr,
+        epochs=pick(args.epochs, budget.epochs),
+        batch_size=pick(args.batch_size, budget.batch_size),
+        lr=pick(args.lr, budget.lr),
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress and profile != "ci",
     )
+    if config.batch_size % world:
+        raise UsageError(f"--batch-size {config.batch_size} is not divisible by the "
+                         f"{world} processes")
     if distributed.is_main():
         print(
             f"{args.model} (width {width}, "
             f"{sum(p.numel() for p in model.parameters()):,} parameters) on "
-            f"{args.data}: {len(train_set)} train / {len(val_set)} val images, "
-            f"profile {profile}, device {device}, {distributed.world_size()} "
-            f"process(es)"
+            f"{args.data} ({task_name}): {len(datasets[0])} train / "
+            f"{len(datasets[1])} val images, profile {profile}, device {device}, "
+            f"{world} process(es)"
         )
-    history = fit(
-        model,
-        train_set,
-        val_set,
-        config,
-        num_classes=len(spec.classes),
-        device=device,
-        out_dir=args.out,
-        resume=args.resume,
-        collate_fn=pad_collate,
-        meta=meta,
-    )
+    history = fit(model, datasets[0], datasets[1], config, task=task, device=device,
+                  out_dir=args.out, resume=args.resume, meta=meta)
     if distributed.is_main() and history:
-        save_predictions(model, val_set, spec, device, args.out / "predictions.png")
-        best = max(history, key=lambda r: r["miou"])
-        print(
-            f"best mIoU {best['miou']:.4f} at epoch {best['epoch']}; wrote "
-            f"{args.out / 'checkpoint.pt'}, metrics.csv and predictions.png"
-        )
+        save_predictions(model, datasets[1], spec, task, device,
+                         args.out / "predictions.png")
+        key, label = task.headline
+        best = max(history, key=lambda r: r[key] if r[key] == r[key] else -1)
+        print(f"best {label} {best[key]:.4f} at epoch {best['epoch']}; wrote "
+              f"{args.out / 'checkpoint.pt'}, metrics.csv and predictions.png")
     return history
 
 
-def save_predictions(model, dataset, spec, device, path, count=4) -> None:
+def check_resume(args, meta: dict) -> None:
+    """The checkpoint must be of this model, data and settings."""
+    state = load_checkpoint(args.resume)
+    theirs = state.get("meta", {})
+    differ = [k for k in meta if theirs.get(k) != meta[k]]
+    if differ:
+        was = " ".join(f"--{k.replace('_', '-')} {theirs.get(k)}" for k in meta)
+        now = " ".join(f"--{k.replace('_', '-')} {meta[k]}" for k in meta)
+        raise UsageError(f"{args.resume} was written for {was}, not {now}")
+
+
+def load_pretrained(model, args) -> None:
+    if not hasattr(model, "load_pretrained"):
+        raise UsageError(f"model {args.model} has no pretrained weights to load")
+    try:
+        model.load_pretrained(args.pretrained)
+    except (ValueError, TypeError, RuntimeError, OSError) as err:
+        # The loader lists every bad key on its own line; keep one line.
+        text = " ".join(line.strip() for line in str(err).splitlines())
+        if len(text) > 300:
+            text = text[:300] + " ..."
+        raise UsageError(f"--pretrained {args.pretrained}: {text}") from None
+
+
+def preflight(model, val_set, task, args) -> None:
+    """One validation image through the model (eval mode, on the CPU), so that
+    a model that cannot take these images fails now, in one line, not after
+    the first epoch."""
+    import torch
+
+    image, _ = val_set[0]
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(image[None] if task.name == "semantic" else [image])
+    except (RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UsageError(f"--model {args.model} cannot take {list(image.shape)} "
+                         f"images: {first}") from None
+    if task.name == "semantic":
+        want = (1, task.num_classes, *image.shape[1:])
+        if tuple(out.shape) != want:
+            raise UsageError(f"--model {args.model} gives {list(out.shape)} scores "
+                             f"for a {list(image.shape)} image, expected "
+                             f"{list(want)}")
+
+
+def save_predictions(model, dataset, spec, task, device, path, count=4) -> None:
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
-    from utils.plot import prediction_grid
+    from utils import plot
 
+    model.eval()
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     images = [image for image, _ in items]
     targets = [target for _, target in items]
-    preds = [predict(model, image[None], device)[0] for image in images]
-    fig = prediction_grid(images, targets, preds, spec.palette, spec.classes)
+    with torch.no_grad():
+        if task.name == "semantic":
+            preds = [model(image[None].to(device)).argmax(1)[0].cpu()
+                     for image in images]
+            fig = plot.prediction_grid(images, targets, {"prediction": preds},
+                                       spec.palette, spec.classes)
+        elif task.name == "instance":
+            outputs = model([image.to(device) for image in images])
+            fig = plot.detection_grid(images, outputs, spec.instance_classes)
+        else:
+            outputs = model([image.to(device) for image in images])
+            fig = plot.panoptic_grid(images, [t["panoptic"] for t in targets],
+                                     [o["panoptic"].cpu() for o in outputs],
+                                     spec.palette)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("COURSE_DEBUG", "") not in ("", "0")
     try:
         run(args)
-        # Rank 0 still writes predictions.png; gloo aborts a process whose
-        # group is torn down while a peer is busy, so all ranks finish together.
-        distributed.barrier()
-    except (UsageError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        distributed.shutdown()
+    except (UsageError, CheckpointError, FileNotFoundError, distributed.LaunchError,
+            OSError, ValueError) as err:
+        if debug:
+            raise
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
+        if debug:
+            raise
         print(f"error: training stopped: {err}", file=sys.stderr)
         return 1
-    finally:
-        if distributed.world_size() > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
     return 0
