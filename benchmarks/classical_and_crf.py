@@ -167,12 +167,12 @@ def tune(b, rt, models) -> None:
           f"{class_scores(p.argmax(1), targets)}")
     unary = crf.unary_from_probabilities(p).flatten(2)  # (B, K, N)
     results = []
-    for ta, tb in itertools.product([5.0, 10.0, 20.0], [0.025, 0.05, 0.1]):
+    for ta, tb in itertools.product([5.0, 10.0, 20.0, 40.0], [0.025, 0.05, 0.1]):
         base = dataclasses.replace(crf.SHAPES, theta_alpha=ta, theta_beta=tb)
         # One message operator per kernel and image, reused for every weight.
         appearance = [crf.message_function(i, base, w1=1.0, w2=0.0) for i in images]
         smooth = [crf.message_function(i, base, w1=0.0, w2=1.0) for i in images]
-        for w1, w2 in itertools.product([3.0, 10.0], [0.0, 3.0]):
+        for w1, w2 in itertools.product([3.0, 10.0, 30.0], [0.0, 3.0]):
             labels = []
             for n in range(len(images)):
                 q = torch.softmax(-unary[n], 0)

@@ -109,7 +109,7 @@ class DenseCRFConfig:
 # Shapes at 64 x 64 pixels (chapter 10): chosen on the validation split by
 # ``python -m benchmarks.classical_and_crf --tune`` (FCN-8s's outputs, cpu
 # profile), which prints the grid it searched.
-SHAPES = DenseCRFConfig(theta_alpha=10.0, theta_beta=0.05, theta_gamma=1.0,
+SHAPES = DenseCRFConfig(theta_alpha=40.0, theta_beta=0.025, theta_gamma=1.0,
                         w1=10.0, w2=3.0)
 
 
