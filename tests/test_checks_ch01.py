@@ -1,56 +1,112 @@
-"""The chapter 01 checks accept the reference solutions and reject wrong ones."""
+"""Chapter 01's checks pass independent correct answers (written here, not the
+course's copies), refuse the course's own code, and name plausible mistakes."""
 
-import pytest
 import torch
+import torch.nn.functional as F
+from check_helpers import fails, passes
 
 from utils.checks import ch01
 from utils.losses import dice_loss
-from utils.metrics import confusion_matrix, match_segments, metrics_from_matrix
+from utils.metrics import (
+    ConfusionMatrix,
+    confusion_matrix,
+    match_segments,
+    metrics_from_matrix,
+)
 
 
-def test_checks_pass_on_reference_solutions(capsys):
-    ch01.check_confusion_matrix(confusion_matrix)
-    ch01.check_iou_from_matrix(
-        lambda m: (metrics_from_matrix(m)["iou"], metrics_from_matrix(m)["mean_iou"]))
-    ch01.check_dice_loss(lambda z, t, ignore, s: dice_loss(z, t, ignore, smooth=s))
+def confusion_loop(pred, target, C, ignore):
+    m = torch.zeros(C, C, dtype=torch.int64)
+    for t, p in zip(target.flatten().tolist(), pred.flatten().tolist()):
+        if t != ignore:
+            m[t, p] += 1
+    return m
 
-    def matches(t, p, void):
+
+def iou_loop(m):
+    C = m.shape[0]
+    iou = torch.empty(C, dtype=torch.float64)
+    for c in range(C):
+        union = int(m[c].sum() + m[:, c].sum() - m[c, c])
+        iou[c] = float("nan") if union == 0 else int(m[c, c]) / union
+    present = [v for v in iou.tolist() if v == v]
+    return iou, sum(present) / len(present)
+
+
+def dice_own(logits, target, ignore, smooth, squared=False):
+    C = logits.shape[1]
+    valid = (target != ignore)[:, None].float()
+    p = logits.softmax(1) * valid
+    g = F.one_hot(target.masked_fill(target == ignore, 0), C).permute(0, 3, 1, 2)
+    g = g.float() * valid
+    inter = (p * g).sum((0, 2, 3))
+    if squared:
+        p, g = p * p, g * g
+    size = p.sum((0, 2, 3)) + g.sum((0, 2, 3))
+    return 1 - ((2 * inter + smooth) / (size + smooth)).mean()
+
+
+def matches_loop(t, p, void, void_rule=True):
+    out = []
+    for a in set(t.flatten().tolist()) - {void}:
+        for b in set(p.flatten().tolist()) - {void}:
+            inter = int(((t == a) & (p == b)).sum())
+            union = int(((t == a) | (p == b)).sum())
+            if void_rule:
+                union -= int(((t == void) & (p == b)).sum())
+            if inter / union > 0.5:
+                out.append((a, b, inter / union))
+    return out
+
+
+def test_the_checks_pass_independent_answers(capsys):
+    passes(capsys, (ch01.check_confusion_matrix, confusion_loop),
+           (ch01.check_iou_from_matrix, iou_loop),
+           (ch01.check_dice_loss, dice_own),
+           (ch01.check_match_segments, matches_loop))
+
+
+def test_the_checks_refuse_the_course_s_own_code():
+    fails(ch01.check_confusion_matrix, confusion_matrix, "confusion_matrix")
+
+    def through_the_accumulator(pred, target, C, ignore):
+        cm = ConfusionMatrix(C, ignore)
+        cm.update(pred, target)
+        return cm.matrix
+
+    fails(ch01.check_confusion_matrix, through_the_accumulator, "your code calls")
+    fails(ch01.check_iou_from_matrix, lambda m: (
+        metrics_from_matrix(m)["iou"], metrics_from_matrix(m)["mean_iou"]),
+        "metrics_from_matrix")
+    fails(ch01.check_dice_loss, lambda z, t, i, s: dice_loss(z, t, i, smooth=s),
+          "dice_loss")
+
+    def via_reference(t, p, void):
         r = match_segments(t, p, void)
-        return zip(r["target_ids"].tolist(), r["pred_ids"].tolist(), r["iou"].tolist())
+        return zip(r["target_ids"].tolist(), r["pred_ids"].tolist(),
+                   r["iou"].tolist())
 
-    ch01.check_match_segments(matches)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(line.startswith("✓ ") for line in lines)
+    fails(ch01.check_match_segments, via_reference, "match_segments")
 
 
-def test_checks_reject_common_mistakes():
-    def no_ignore(pred, target, C, ignore):  # forgets to drop the ignored pixels
-        keep = target < C
-        return torch.bincount(target[keep] * C + pred[keep], minlength=C * C).reshape(
-            C, C).T  # and transposes
-    with pytest.raises(AssertionError, match="hint"):
-        ch01.check_confusion_matrix(no_ignore)
-
-    def absent_as_zero(m):
-        iou = metrics_from_matrix(m)["iou"].nan_to_num(0.0)
-        return iou, iou.mean()
-    with pytest.raises(AssertionError, match="NaN"):
-        ch01.check_iou_from_matrix(absent_as_zero)
-
-    def squared_form(z, t, ignore, s):  # the other denominator
-        return dice_loss(z, t, ignore, squared=True, smooth=s)
-    with pytest.raises(AssertionError, match="Dice"):
-        ch01.check_dice_loss(squared_form)
-
-    def void_in_union(t, p, void):
-        out = []
-        for a in t.unique().tolist():
-            for b in p.unique().tolist():
-                if a != void and b != void:
-                    i = ((t == a) & (p == b)).sum().item()
-                    u = ((t == a) | (p == b)).sum().item()
-                    if i / u > 0.5:
-                        out.append((a, b, i / u))
-        return out
-    with pytest.raises(AssertionError, match="void"):
-        ch01.check_match_segments(void_in_union)
+def test_the_checks_name_plausible_mistakes():
+    fails(ch01.check_confusion_matrix, lambda p, t, C, i: confusion_loop(p, t, C, i).T,
+          "transpose", "rows are the target")
+    fails(ch01.check_confusion_matrix,
+          lambda p, t, C, i: confusion_loop(p, t.clamp(max=C - 1), C, i),
+          "pixels counted", "not ignored")
+    fails(ch01.check_confusion_matrix,
+          lambda p, t, C, i: confusion_loop(p, t, C, i).float(), "wrong dtype")
+    fails(ch01.check_iou_from_matrix,
+          lambda m: (iou_loop(m)[0].nan_to_num(0.0), iou_loop(m)[0].nan_to_num(0.0)
+                     .mean()), "NaN, not 0")
+    fails(ch01.check_iou_from_matrix, lambda m: (iou_loop(m)[0],
+                                                 float(iou_loop(m)[0].mean())),
+          "skip the NaN")
+    fails(ch01.check_dice_loss,
+          lambda z, t, i, s: dice_own(z, t, i, s, squared=True), "squared (V-Net)")
+    fails(ch01.check_dice_loss,
+          lambda z, t, i, s: dice_own(z.detach(), t, i, s),
+          "no gradient")
+    fails(ch01.check_match_segments,
+          lambda t, p, v: matches_loop(t, p, v, void_rule=False), "void")

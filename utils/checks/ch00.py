@@ -1,120 +1,177 @@
-"""Checks for chapter 00 (introduction)."""
+"""Checks for chapter 00 (introduction): label formats and a first network.
+
+Each compares the learner's function with the course's own implementation on
+fixed inputs and refuses that implementation as an answer (see
+:mod:`utils.checks.common`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from utils.checks.common import assert_close, assert_equal, call, fail, ok
+from utils.checks.common import (
+    assert_close,
+    assert_equal,
+    exercise,
+    fail,
+    learner,
+    ok,
+)
 from utils.data import formats
 from utils.models.tiny_fcn import TinyFCN as ReferenceTinyFCN
 
 
+@exercise(
+    forbid=[formats.colorize],
+    hints=[
+        "a palette is a lookup table: row k holds the colour of class k, so "
+        "colouring a map means looking up every pixel's row",
+        "NumPy indexes an array with a whole array of integers at once: the "
+        "result has the index array's shape, with the indexed row's shape after it",
+    ],
+)
 def check_colorize(colorize) -> None:
-    """``colorize(label, palette)`` against :func:`utils.data.formats.colorize`."""
-    hint = (
-        "index the palette with the label map: palette[label] gives one RGB row "
-        "per pixel"
-    )
+    """``colorize(label, palette)``: ``uint8 [H, W, 3]``, ``palette[label]``."""
     palette = formats.voc_palette()
-    label = np.array([[0, 1, 2], [255, 3, 0]], dtype=np.int64)
-    got = call(colorize, label, palette, what="colorize", hint=hint)
-    got = np.asarray(got)
-    assert_equal(got, formats.colorize(label, palette), "colorize of a 2x3 map", hint)
-    if got.dtype != np.uint8:
-        fail("colorize: wrong dtype", "uint8", got.dtype, "keep the palette's dtype")
     rng = np.random.default_rng(0)
-    big = rng.integers(0, 21, size=(17, 23))
-    assert_equal(
-        colorize(big, palette),
-        formats.colorize(big, palette),
-        "colorize of a random 17x23 map",
-        hint,
-    )
-    ok("colorize matches the reference, ignore pixels included")
+    cases = {
+        "a 2x3 map with an ignore pixel (255)": np.array([[0, 1, 2], [255, 3, 0]]),
+        "a random 17x23 map": rng.integers(0, 21, size=(17, 23)),
+    }
+    for name, label in cases.items():
+        what = f"colorize of {name}"
+        got = learner(colorize, label.copy(), palette.copy(), what=what)
+        expected = formats.colorize(label, palette)
+        if isinstance(got, np.ndarray) and got.shape == (3, *label.shape):
+            fail(f"{what}: wrong shape", list(expected.shape), list(got.shape),
+                 hint="the colour is the last axis: [H, W, 3]")
+        if isinstance(got, np.ndarray) and got.shape == expected.shape \
+                and got.dtype != np.uint8:
+            fail(f"{what}: wrong dtype", "uint8", got.dtype,
+                 hint="keep the palette's dtype: colours are bytes")
+        assert_equal(got, expected, what)
+    ok("colorize gives every pixel its class colour, ignore pixels included")
 
 
+@exercise(
+    forbid=[formats.cityscapes_to_train_ids, formats.cityscapes_lut],
+    hints=[
+        "every labelId maps to exactly one trainId, so one lookup table indexed "
+        "by labelId answers every pixel at once",
+        "start from a table in which every entry means 'ignore' (255), then fill "
+        "in the 19 labelIds that formats.CITYSCAPES_TRAIN_IDS lists",
+    ],
+)
 def check_to_train_ids(to_train_ids) -> None:
-    """Cityscapes labelIds to trainIds against the reference lookup table."""
-    hint = (
-        "build a 256-entry table filled with 255, set table[labelId] = trainId "
-        "for the 19 classes, then index it with the whole map"
-    )
-    every_id = np.arange(34, dtype=np.int64).reshape(2, 17)
-    got = call(to_train_ids, every_id, what="to_train_ids", hint=hint)
-    assert_equal(
-        got,
-        formats.cityscapes_to_train_ids(every_id),
-        "trainIds of labelIds 0..33",
-        hint,
-    )
+    """Cityscapes labelIds to ``int64`` trainIds (255 for unevaluated ids)."""
     rng = np.random.default_rng(1)
-    label_ids = rng.integers(0, 34, size=(32, 64)).astype(np.uint8)
-    assert_equal(
-        to_train_ids(label_ids),
-        formats.cityscapes_to_train_ids(label_ids),
-        "trainIds of a random uint8 labelIds map",
-        hint,
-    )
-    ok("labelIds -> trainIds matches the reference for all 34 labelIds")
+    cases = {
+        "labelIds 0..33": np.arange(34, dtype=np.int64).reshape(2, 17),
+        "a random uint8 labelIds map": rng.integers(0, 34, (32, 64)).astype(np.uint8),
+    }
+    for name, label_ids in cases.items():
+        got = learner(to_train_ids, label_ids.copy(), what=f"to_train_ids of {name}")
+        expected = formats.cityscapes_to_train_ids(label_ids)
+        if not isinstance(got, np.ndarray):
+            fail(f"to_train_ids of {name}: wrong type", "a NumPy array",
+                 type(got).__name__)
+        assert_equal(got, expected, f"trainIds of {name}")
+        if got.dtype != np.int64:
+            fail(f"to_train_ids of {name}: wrong dtype", "int64", got.dtype,
+                 hint="trainIds are int64, as every target of the course; a "
+                      "uint8 table gives uint8 results")
+    ok("labelIds -> trainIds right for all 34 labelIds, uint8 input included")
 
 
+def _row_major_decode(counts, height, width) -> np.ndarray:
+    """The usual mistake: the runs read row by row."""
+    flat = np.repeat(np.arange(len(counts)) % 2, counts)
+    return flat.reshape(height, width).astype(np.uint8)
+
+
+@exercise(
+    forbid=[formats.rle_decode],
+    hints=[
+        "the counts alternate: a run of 0s, a run of 1s, a run of 0s, ...; the "
+        "first run is always 0s, even when it is empty",
+        "COCO lists the pixels column by column (down the first column, then "
+        "the next), not row by row as NumPy stores them",
+    ],
+)
 def check_rle_decode(rle_decode) -> None:
-    """COCO RLE decoding against :func:`utils.data.formats.rle_decode`."""
-    hint = (
-        "np.repeat the values 0, 1, 0, 1, ... by the counts, then remember that "
-        "COCO runs go down the columns: reshape to (width, height) and transpose"
-    )
+    """COCO's uncompressed RLE to a ``[height, width]`` mask of 0 and 1."""
+    rng = np.random.default_rng(2)
+    random_mask = (rng.random((9, 13)) < 0.4).astype(np.uint8)
     cases = [
         ([2, 3, 1], 2, 3),  # starts with zeros
         ([0, 4, 2], 3, 2),  # starts with ones: the first count is 0
-        ([6], 2, 3),  # empty mask
-        ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3, 4),  # a checkerboard-like pattern
+        ([6], 2, 3),  # an empty mask
+        ([1] * 12, 3, 4),  # alternating pixels
+        (formats.rle_encode(random_mask)["counts"], 9, 13),
     ]
     for counts, h, w in cases:
-        got = call(rle_decode, counts, h, w, what="rle_decode", hint=hint)
-        assert_equal(
-            np.asarray(got).astype(np.uint8),
-            formats.rle_decode(counts, h, w),
-            f"rle_decode({counts}, {h}, {w})",
-            hint,
-        )
-    rng = np.random.default_rng(2)
-    mask = (rng.random((9, 13)) < 0.4).astype(np.uint8)
-    counts = formats.rle_encode(mask)["counts"]
-    assert_equal(
-        np.asarray(rle_decode(counts, 9, 13)).astype(np.uint8),
-        mask,
-        "rle_decode of a random 9x13 mask",
-        hint,
-    )
-    ok("rle_decode matches the reference (column-major runs, leading zero runs)")
+        what = f"rle_decode({_short_list(counts)}, {h}, {w})"
+        got = learner(rle_decode, list(counts), h, w, what=what)
+        expected = formats.rle_decode(counts, h, w)
+        hint = None
+        if isinstance(got, np.ndarray):
+            if got.dtype.kind in "biu":  # a bool or int64 mask of 0/1 is fine
+                got = got.astype(np.uint8)
+            row_major = _row_major_decode(counts, h, w)
+            if got.shape == (w, h) and h != w:
+                hint = "this is [width, height]: the mask is [height, width]"
+            elif got.shape == expected.shape and np.array_equal(got, row_major) \
+                    and not np.array_equal(row_major, expected):
+                hint = "these are the runs read row by row; COCO's go down columns"
+        assert_equal(got, expected, what, hint=hint)
+    ok("rle_decode right for column-major runs, a leading empty run and an empty mask")
 
 
+def _short_list(values) -> str:
+    values = list(values)
+    return str(values) if len(values) <= 6 else f"[{len(values)} counts]"
+
+
+@exercise(
+    forbid=[ReferenceTinyFCN],
+    hints=[
+        "three steps: features from the encoder (a quarter of the input's size), "
+        "class scores from the classifier, then back to the input's size",
+        "upsample to the input's exact height and width (37 is not a multiple "
+        "of 4, so a scale factor cannot do it), bilinearly, with "
+        "align_corners=False",
+    ],
+)
 def check_tiny_fcn(TinyFCN) -> None:
-    """The learner's TinyFCN gives the canonical model's outputs, same weights."""
-    hint = (
-        "encoder, then classifier, then F.interpolate(scores, size=(H, W), "
-        "mode='bilinear', align_corners=False)"
-    )
+    """The learner's TinyFCN gives the canonical model's scores, same weights."""
     torch.manual_seed(0)
     reference = ReferenceTinyFCN(num_classes=5, width=0.25).eval()
-    mine = call(TinyFCN, 5, 0.25, what="TinyFCN(5, width=0.25)", hint=hint).eval()
+    mine = learner(TinyFCN, 5, 0.25, what="TinyFCN(5, width=0.25)")
     try:
         mine.load_state_dict(reference.state_dict())
-    except RuntimeError as err:
-        fail(
-            "TinyFCN: parameters differ from the reference",
-            "the names and shapes of utils.models.TinyFCN",
-            str(err).splitlines()[0],
-            "keep the layers of __init__ as given",
-        )
+    except (RuntimeError, AttributeError) as err:
+        fail("TinyFCN: its layers differ from the ones given",
+             "the layers of __init__ as given", str(err).splitlines()[0],
+             hint="write forward only; keep __init__ as it is")
+    mine.eval()
     for size in ((32, 32), (37, 45)):
         x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
+        what = f"TinyFCN's scores for an input {list(x.shape)}"
         with torch.no_grad():
-            got = call(mine, x, what="TinyFCN.forward", hint=hint)
+            got = learner(mine, x, what=what)
             expected = reference(x)
-        assert_close(
-            got, expected, f"TinyFCN output for input {list(x.shape)}", hint, atol=1e-5
-        )
-    ok("TinyFCN gives the reference's scores, odd input sizes included")
+            coarse = reference.classifier(reference.encoder(x))
+        hint = None
+        if isinstance(got, torch.Tensor) and got.shape == coarse.shape:
+            hint = "these are the coarse scores: upsample them to the input's size"
+        elif isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            for mode, corners in (("bilinear", True), ("nearest", None)):
+                alt = F.interpolate(coarse, size=size, mode=mode,
+                                    align_corners=corners)
+                if torch.allclose(got, alt, atol=1e-5):
+                    hint = (f"this is mode={mode!r}, align_corners={corners}: the "
+                            "model upsamples bilinearly with align_corners=False")
+        assert_close(got, expected, what, hint=hint, atol=1e-5)
+    ok("TinyFCN gives the canonical model's scores, odd input sizes included")

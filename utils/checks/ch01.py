@@ -1,12 +1,26 @@
-"""Checks for chapter 01 (metrics and losses)."""
+"""Checks for chapter 01 (metrics and losses).
+
+Each compares the learner's function with the course's own implementation on
+fixed inputs and refuses that implementation as an answer (see
+:mod:`utils.checks.common`).
+"""
 
 from __future__ import annotations
 
 import torch
 
-from utils.checks.common import assert_close, assert_equal, call, fail, ok
+from utils.checks.common import assert_close, assert_equal, exercise, fail, learner, ok
 from utils.losses import dice_loss
-from utils.metrics import confusion_matrix, match_segments, metrics_from_matrix
+from utils.metrics import (
+    ConfusionMatrix,
+    PanopticQuality,
+    confusion_matrix,
+    match_segments,
+    metrics_from_matrix,
+    per_image_confusion,
+)
+from utils.metrics import confusion as _confusion
+from utils.metrics import panoptic as _panoptic
 
 
 def _labels(seed: int, shape=(2, 6, 7), num_classes: int = 5):
@@ -18,31 +32,50 @@ def _labels(seed: int, shape=(2, 6, 7), num_classes: int = 5):
     return pred, target
 
 
+@exercise(
+    forbid=[confusion_matrix, per_image_confusion, ConfusionMatrix,
+            _confusion._counts],
+    hints=[
+        "give every (target, prediction) pair a bin number of its own, so that "
+        "one counting pass over the pixels fills the whole matrix",
+        "leave the ignored pixels out before counting, and ask for all C*C bins "
+        "even when some pairs never occur",
+    ],
+)
 def check_confusion_matrix(fn) -> None:
     """``fn(pred, target, num_classes, ignore_index)`` -> int ``[C, C]``."""
-    hint = (
-        "drop the ignored pixels first, then bincount target * C + pred with "
-        "minlength=C*C and reshape to [C, C] (rows = target)"
-    )
     for seed in range(3):
         pred, target = _labels(seed)
-        got = call(fn, pred, target, 5, 255, what="confusion_matrix_bincount",
-                   hint=hint)
-        if not isinstance(got, torch.Tensor) or got.is_floating_point():
-            fail("confusion_matrix_bincount: wrong type", "an integer tensor",
-                 f"{type(got).__name__} {getattr(got, 'dtype', '')}",
-                 "torch.bincount returns int64")
-        assert_equal(got, confusion_matrix(pred, target, 5, 255),
-                     f"confusion matrix of random labels (seed {seed})", hint)
-    ok("confusion_matrix_bincount matches utils.metrics.confusion_matrix")
+        what = f"confusion matrix of random labels (seed {seed})"
+        got = learner(fn, pred.clone(), target.clone(), 5, 255, what=what)
+        expected = confusion_matrix(pred, target, 5, 255)
+        if isinstance(got, torch.Tensor) and got.is_floating_point():
+            fail(f"{what}: wrong dtype", "an integer tensor (counts)", got.dtype,
+                 hint="counting gives integers: no float conversion needed")
+        hint = None
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            if torch.equal(got, expected.T):
+                hint = "this is the transpose: rows are the target, columns the " \
+                       "prediction"
+            elif int(got.sum()) > int(expected.sum()):
+                hint = f"{int(got.sum())} pixels counted, but only " \
+                       f"{int(expected.sum())} are not ignored"
+        assert_equal(got, expected, what, hint=hint)
+    ok("confusion_matrix_bincount is right, ignored pixels and absent classes "
+       "included")
 
 
+@exercise(
+    forbid=[metrics_from_matrix, ConfusionMatrix],
+    hints=[
+        "read each class's true positives off the diagonal, and its target and "
+        "predicted pixels off the row and column sums",
+        "a class with an empty union has no IoU (NaN), and the mean leaves those "
+        "out: torch has a NaN-skipping mean",
+    ],
+)
 def check_iou_from_matrix(fn) -> None:
     """``fn(matrix)`` -> (iou ``[C]`` with NaN for absent classes, mean IoU)."""
-    hint = (
-        "IoU_c = M[c, c] / (row sum + column sum - M[c, c]); NaN where that union "
-        "is 0, and the mean skips NaN (torch.nanmean)"
-    )
     cases = {
         "class 2 absent (IoU NaN)": torch.tensor([[5, 1, 0], [2, 3, 0], [0, 0, 0]]),
         "class 2 only predicted (IoU 0)": torch.tensor(
@@ -50,44 +83,85 @@ def check_iou_from_matrix(fn) -> None:
         "a random matrix": confusion_matrix(*_labels(7), 5, 255),
     }
     for name, m in cases.items():
-        iou, miou = call(fn, m, what="iou_from_matrix", hint=hint)
+        got = learner(fn, m.clone(), what=f"iou_from_matrix, {name}")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            fail(f"iou_from_matrix, {name}: wrong result",
+                 "a pair (per-class IoU, mean IoU)", type(got).__name__)
+        iou, miou = got
         expected = metrics_from_matrix(m)
-        assert_close(iou, expected["iou"], f"per-class IoU, {name}", hint)
-        assert_close(float(miou), float(expected["mean_iou"]), f"mean IoU, {name}",
-                     hint)
-    ok("iou_from_matrix matches utils.metrics, absent classes included")
+        hint = None
+        absent = expected["iou"].isnan()
+        if isinstance(iou, torch.Tensor) and iou.shape == absent.shape \
+                and absent.any() and not iou[absent].isnan().all():
+            hint = "a class that neither occurs nor is predicted has no IoU: NaN, " \
+                   "not 0, and the mean leaves it out"
+        assert_close(iou, expected["iou"], f"per-class IoU, {name}", hint=hint)
+        try:
+            miou = float(miou)
+        except (TypeError, ValueError, RuntimeError):
+            fail(f"mean IoU, {name}: wrong type", "a float", type(miou).__name__)
+        if miou != miou:  # NaN
+            fail(f"mean IoU, {name}", float(expected["mean_iou"]), miou,
+                 hint="the plain mean of values with a NaN is NaN: skip the NaN")
+        assert_close(miou, float(expected["mean_iou"]), f"mean IoU, {name}")
+    ok("iou_from_matrix is right, absent and only-predicted classes included")
 
 
+@exercise(
+    forbid=[dice_loss],
+    hints=[
+        "probabilities (a softmax over the class dimension) against one-hot "
+        "targets; sum the intersections and the sizes over the batch and the "
+        "pixels, separately for each class",
+        "ignored pixels count on neither side: zero them in the probabilities and "
+        "in the one-hot targets (one-hot encoding needs valid class indices, so "
+        "replace the ignored labels first)",
+    ],
+)
 def check_dice_loss(fn) -> None:
     """``fn(logits, target, ignore_index, smooth)`` -> plain soft Dice loss."""
-    hint = (
-        "softmax over dim 1, one-hot the target, zero both at ignored pixels, sum "
-        "over every dim but the class one, then 1 - mean_c (2 I_c + s) / "
-        "(sum p_c + sum g_c + s)"
-    )
     g = torch.Generator().manual_seed(0)
     for smooth in (1.0, 0.0):
         logits = torch.randn(2, 4, 5, 6, generator=g)
         _, target = _labels(int(smooth) + 3, (2, 5, 6), 4)
         mine = logits.clone().requires_grad_()
         ref = logits.clone().requires_grad_()
-        got = call(fn, mine, target, 255, smooth, what="soft_dice_loss", hint=hint)
+        what = f"Dice loss (smooth={smooth})"
+        got = learner(fn, mine, target.clone(), 255, smooth, what=what)
         expected = dice_loss(ref, target, 255, squared=False, smooth=smooth)
-        assert_close(got.detach(), expected.detach(),
-                     f"Dice loss value (smooth={smooth})", hint)
-        got.backward()
+        if not isinstance(got, torch.Tensor) or got.numel() != 1:
+            fail(f"{what}: wrong result", "a scalar tensor",
+                 f"{type(got).__name__} {list(getattr(got, 'shape', []))}")
+        hint = None
+        squared = dice_loss(logits, target, 255, squared=True, smooth=smooth)
+        if torch.allclose(got.detach().reshape(()), squared, atol=1e-6):
+            hint = "that is the squared (V-Net) denominator; this exercise asks " \
+                   "for the plain sums of p and g"
+        assert_close(got.detach().reshape(()), expected.detach(), f"{what}: value",
+                     hint=hint)
+        if not got.requires_grad:
+            fail(f"{what}: no gradient", "a loss that autograd can differentiate",
+                 "a tensor without grad_fn", hint="build it from torch operations "
+                 "on the logits only (no .item(), no NumPy, no torch.no_grad)")
+        learner(got.sum().backward, what=f"{what}: backward")
         expected.backward()
-        assert_close(mine.grad, ref.grad, f"Dice loss gradient (smooth={smooth})",
-                     "build the loss from differentiable torch ops only")
-    ok("soft_dice_loss matches utils.losses.dice_loss, gradient included")
+        assert_close(mine.grad, ref.grad, f"{what}: gradient", atol=1e-6,
+                     hint="the value is right but not its gradient: is a part of "
+                          "it detached or computed outside torch?")
+    ok("soft_dice_loss is right, its gradient included")
 
 
+@exercise(
+    forbid=[match_segments, _panoptic.segment_iou, PanopticQuality],
+    hints=[
+        "compare every target segment with every predicted segment; a pair "
+        "matches when its IoU exceeds 0.5",
+        "void is a segment on neither side, and the predicted pixels that lie on "
+        "target void are left out of the union",
+    ],
+)
 def check_match_segments(fn) -> None:
     """``fn(target, pred, void)`` -> list of (target id, pred id, IoU)."""
-    hint = (
-        "skip void (id 0) on both sides and leave the predicted pixels that lie on "
-        "target void out of the union"
-    )
     g = torch.Generator().manual_seed(1)
     cases = []
     for _ in range(4):
@@ -103,13 +177,27 @@ def check_match_segments(fn) -> None:
     cases.append(("a prediction half on void", t, p))
     for name, t, p in cases:
         ref = match_segments(t, p, void=0)
-        expected = list(zip(ref["target_ids"].tolist(), ref["pred_ids"].tolist(),
-                            ref["iou"].tolist()))
-        got = call(fn, t, p, 0, what="match_segments_by_iou", hint=hint)
-        got = sorted((int(a), int(b), float(c)) for a, b, c in got)
+        expected = sorted(zip(ref["target_ids"].tolist(), ref["pred_ids"].tolist(),
+                              ref["iou"].tolist()))
+        what = f"match_segments_by_iou, {name}"
+        got = learner(fn, t.clone(), p.clone(), 0, what=what)
+        try:
+            got = sorted((int(a), int(b), float(c)) for a, b, c in got)
+        except (TypeError, ValueError):
+            fail(f"{what}: wrong result",
+                 "a list of (target id, pred id, IoU)", _type_name(got))
         same = len(got) == len(expected) and all(
             a == x and b == y and abs(c - z) < 1e-9
             for (a, b, c), (x, y, z) in zip(got, expected))
         if not same:
-            fail(f"matches (target id, pred id, IoU) for {name}", expected, got, hint)
-    ok("match_segments_by_iou matches utils.metrics.match_segments")
+            hint = None
+            if name == "a prediction half on void" and not got:
+                hint = "this pair matches only when the predicted pixels on " \
+                       "target void are left out of the union"
+            fail(f"matches (target id, pred id, IoU) for {name}", expected, got,
+                 hint=hint)
+    ok("match_segments_by_iou is right, the void rule included")
+
+
+def _type_name(value) -> str:
+    return type(value).__name__

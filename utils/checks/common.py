@@ -32,6 +32,11 @@ and gets, without writing it again:
   since what is watched is the code being run, not a name.
 - **not done yet.** ``NotImplementedError`` (the student notebook's stub)
   gives "not done yet" and the first hint.
+
+What a check may not do: test code the chapter gives. A chapter that gives a
+model pins it to the canonical copy with :func:`assert_same_model` in a plain
+cell (not a ``checks.`` call, so not graded): an unsolved notebook must score 0
+(``tests/test_course.py`` grades every chapter's blank release).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import functools
 import inspect
 import linecache
 import sys
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +62,18 @@ class CheckFailed(AssertionError):
     """A failed check: one short message, shown without a traceback."""
 
     def _render_traceback_(self):  # IPython shows these lines instead of a traceback
-        return [f"\x1b[0;31mCheck failed\x1b[0m: {line}" if k == 0 else line
-                for k, line in enumerate(str(self).splitlines())]
+        """The message, "Check failed" in red, wrapped at 80 columns (nbgrader's
+        validate cuts longer lines)."""
+        lines = []
+        for k, line in enumerate(str(self).splitlines()):
+            text = line.lstrip()
+            hang = len(line) - len(text) + (6 if text.startswith("hint: ") else 2)
+            wrapped = textwrap.wrap(("Check failed: " if k == 0 else "") + line, 80,
+                                    subsequent_indent=" " * hang,
+                                    break_long_words=False, break_on_hyphens=False)
+            lines += wrapped or [""]
+        lines[0] = lines[0].replace("Check failed", "\x1b[0;31mCheck failed\x1b[0m", 1)
+        return lines
 
 
 class _UsesReference(BaseException):
@@ -72,6 +88,7 @@ class _Exercise:
     hints: tuple[str, ...]
     codes: set = field(default_factory=set)  # code objects of ``forbid``
     builtins: set = field(default_factory=set)  # C functions of ``forbid``
+    key: str = ""  # module.name: what the failures of this check are counted by
 
 
 _CURRENT: contextvars.ContextVar[_Exercise | None] = contextvars.ContextVar(
@@ -79,16 +96,23 @@ _CURRENT: contextvars.ContextVar[_Exercise | None] = contextvars.ContextVar(
 
 
 def _collect(forbid) -> tuple[set, set]:
-    """Code objects and builtin functions of the objects in ``forbid``."""
+    """Code objects and builtin functions of the objects in ``forbid``.
+
+    A decorated function (``@torch.no_grad()``, ``functools.wraps``) counts by
+    the code it wraps: the decorator's wrapper is shared by every function it
+    decorates, and forbidding it would refuse innocent calls.
+    """
     codes, builtins = set(), set()
     for obj in forbid:
         if inspect.isclass(obj):
             for value in vars(obj).values():
                 value = getattr(value, "__func__", value)  # static/class methods
+                value = getattr(value, "fget", value)  # properties
+                value = inspect.unwrap(value) if callable(value) else value
                 if inspect.isfunction(value):
                     codes.add(value.__code__)
         elif inspect.isfunction(obj) or inspect.ismethod(obj):
-            codes.add(getattr(obj, "__func__", obj).__code__)
+            codes.add(inspect.unwrap(getattr(obj, "__func__", obj)).__code__)
         elif callable(obj):
             builtins.add(obj)
         else:
@@ -106,7 +130,8 @@ def exercise(*, forbid=(), hints=()):
         @functools.wraps(check)
         def run(*args, **kwargs):
             codes, builtins = _collect(forbid)
-            ex = _Exercise(check.__name__, tuple(forbid), hints, codes, builtins)
+            ex = _Exercise(check.__name__, tuple(forbid), hints, codes, builtins,
+                           f"{check.__module__}.{check.__qualname__}")
             token = _CURRENT.set(ex)
             try:
                 return check(*args, **kwargs)
@@ -130,10 +155,10 @@ def exercise(*, forbid=(), hints=()):
 def _with_hints(ex: _Exercise, message: str) -> CheckFailed:
     """The failure with its hint: a diagnosis given by the check, else the hints
     of the tiers reached so far (one more per failed run of this check)."""
-    _FAILURES[ex.name] += 1
+    _FAILURES[ex.key] += 1
     if "\n  hint: " in message:  # the check diagnosed the mistake itself
         return CheckFailed(message)
-    shown = ex.hints[: _FAILURES[ex.name]]
+    shown = ex.hints[: _FAILURES[ex.key]]
     lines = [message] + [f"  hint: {h}" for h in shown]
     if len(shown) < len(ex.hints):
         lines.append("  (run the check again for a further hint)")
@@ -161,27 +186,22 @@ def learner(fn, *args, what: str, diagnose=None, **kwargs):
 
     - ``NotImplementedError``: "not done yet";
     - entering a function the enclosing :func:`exercise` forbids: "uses the
-      reference";
+      reference" (also when the learner's code catches what the watch raises);
+      switching the watch off (``sys.setprofile``) fails too;
     - any other exception: its type and message and the line of the learner's
       code it came from; ``diagnose(err)`` may return a hint for it.
     """
     ex = _CURRENT.get()
-    hook = _reference_hook(ex) if ex is not None and (ex.codes or ex.builtins) \
-        else None
-    previous = sys.getprofile()
+    watch = _Watch(ex) if ex is not None and (ex.codes or ex.builtins) else None
     try:
-        if hook is not None:
-            sys.setprofile(hook)
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if hook is not None:
-                sys.setprofile(previous)
+        return _run_watched(watch, fn, args, kwargs)
     except _UsesReference as err:
-        fail(f"{what}: your code calls {err.args[0]}, the reference this exercise "
-             "compares with. Write it yourself; the reference is what it is "
-             "checked against", hint="use the building blocks the exercise "
-             "names (torch and the course's given code), not the answer")
+        fail(f"{what}: your code calls {err.args[0]}, the course's own solution "
+             "that this check compares with; write it yourself",
+             hint="build it from torch, NumPy and the code the chapter gives")
+    except _WatchOff:
+        fail(f"{what}: your code switched off the check's watch (sys.setprofile)",
+             hint="leave sys.setprofile alone while the check runs")
     except NotImplementedError:
         fail(f"{what}: the exercise is not done yet (it still raises "
              "NotImplementedError)")
@@ -192,16 +212,50 @@ def learner(fn, *args, what: str, diagnose=None, **kwargs):
         fail(f"{what} raised {_one_line(err)}{_where(err)}", hint=hint)
 
 
-def _reference_hook(ex: _Exercise):
-    codes, builtins = ex.codes, ex.builtins
+class _WatchOff(BaseException):
+    """The learner's code replaced the profile hook while it ran."""
 
-    def hook(frame, event, arg):
-        if event == "call" and frame.f_code in codes:
-            raise _UsesReference(_qualname(frame.f_code))
-        if event == "c_call" and arg in builtins:
-            raise _UsesReference(getattr(arg, "__qualname__", repr(arg)))
 
-    return hook
+def _run_watched(watch, fn, args, kwargs):
+    """``fn(*args, **kwargs)`` under ``watch`` (a profile hook), if any."""
+    if watch is None:
+        return fn(*args, **kwargs)
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        switched_off = sys.getprofile() is not watch
+        sys.setprofile(previous)
+        if watch.entered:  # wins over whatever the learner's code did with it
+            raise _UsesReference(watch.entered)
+    if switched_off:
+        raise _WatchOff()
+    return result
+
+
+class _Watch:
+    """The profile hook that watches the learner's code for the reference. It
+    remembers what it saw, because the learner's code may catch the exception
+    it raises (and CPython then switches the hook off)."""
+
+    def __init__(self, ex: _Exercise):
+        self.codes, self.builtins, self.entered = ex.codes, ex.builtins, ""
+
+    def __call__(self, frame, event, arg):
+        if event == "call" and frame.f_code in self.codes:
+            self.entered = self.entered or _qualname(frame.f_code)
+            raise _UsesReference(self.entered)
+        if event == "c_call" and _is_in(arg, self.builtins):
+            self.entered = self.entered or getattr(arg, "__qualname__", repr(arg))
+            raise _UsesReference(self.entered)
+
+
+def _is_in(obj, objects: set) -> bool:
+    try:
+        return obj in objects
+    except TypeError:  # an unhashable callable is none of ours
+        return False
 
 
 def _qualname(code) -> str:
@@ -257,28 +311,30 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_array(got, expected, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Both as arrays, failing with a diagnosis for the common mistakes."""
+def _as_array(got, expected, what: str, hint: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Both as arrays, failing with a diagnosis for the common mistakes (the
+    caller's ``hint``, when it has one, wins)."""
     if got is None:
         fail(f"{what}: your code returned None", "a tensor" if isinstance(
             expected, torch.Tensor) else "an array", None,
-            hint="did you forget the return statement?")
+            hint=hint or "did you forget the return statement?")
     want_tensor = isinstance(expected, torch.Tensor)
     if want_tensor and not isinstance(got, torch.Tensor):
         fail(f"{what}: wrong type", "a torch.Tensor", type(got).__name__,
-             hint="build the result with torch operations (torch.as_tensor "
-                  "converts an array)")
+             hint=hint or "build the result with torch operations (torch.as_tensor "
+                          "converts an array)")
     try:
         g = to_numpy(got)
     except (TypeError, ValueError, RuntimeError):
-        fail(f"{what}: wrong type", type(expected).__name__, type(got).__name__)
+        fail(f"{what}: wrong type", type(expected).__name__, type(got).__name__,
+             hint=hint)
     e = to_numpy(expected)
     if g.shape != e.shape:
-        hint = None
-        if g.size == e.size:
+        if hint is None and g.size == e.size:
             hint = "the right number of values in the wrong shape: check the " \
                    "order of your reshape/permute"
-        elif g.shape == e.shape[1:] or g.shape[1:] == e.shape:
+        elif hint is None and (g.shape == e.shape[1:] or g.shape[1:] == e.shape):
             hint = "a batch dimension is missing or extra"
         fail(f"{what}: wrong shape", list(e.shape), list(g.shape), hint=hint)
     return g, e
@@ -287,7 +343,7 @@ def _as_array(got, expected, what: str) -> tuple[np.ndarray, np.ndarray]:
 def assert_equal(got, expected, what: str, hint: str | None = None) -> None:
     """Exact equality of arrays or tensors, shape and dtype kind included
     (for tensors the exact dtype: ``int64`` labels are not ``uint8`` ones)."""
-    g, e = _as_array(got, expected, what)
+    g, e = _as_array(got, expected, what, hint)
     if isinstance(expected, torch.Tensor) and got.dtype != expected.dtype:
         fail(f"{what}: wrong dtype", expected.dtype, got.dtype, hint)
     if g.dtype.kind != e.dtype.kind and not (
@@ -304,7 +360,7 @@ def assert_equal(got, expected, what: str, hint: str | None = None) -> None:
 def assert_close(got, expected, what: str, hint: str | None = None, atol=1e-6,
                  rtol=1e-5) -> None:
     """Closeness of arrays or tensors (NaN equals NaN)."""
-    g, e = _as_array(got, expected, what)
+    g, e = _as_array(got, expected, what, hint)
     g, e = g.astype(np.float64), e.astype(np.float64)
     close = np.isclose(g, e, atol=atol, rtol=rtol, equal_nan=True)
     if not close.all():
@@ -318,10 +374,37 @@ def assert_close(got, expected, what: str, hint: str | None = None, atol=1e-6,
         )
 
 
-def call(fn, *args, what: str, hint: str):
-    """Transitional: the checks of chapters 00-03 until they use :func:`exercise`
-    and :func:`learner` (issue 10 removes it)."""
+def assert_same_model(mine: torch.nn.Module, canonical: torch.nn.Module, *inputs,
+                      what: str, method: str = "forward", atol: float = 1e-5,
+                      rtol: float = 1e-5) -> None:
+    """For code a chapter GIVES (not an exercise, so not a graded check): the
+    chapter's ``mine`` takes ``canonical``'s weights and gives its outputs
+    (``method`` of each, on every one of ``inputs``).
+
+    Parameters that are all zero in ``canonical`` (FCN's zero-initialised
+    scoring layers, say) get random values first, so that no branch of the
+    network hides behind a zero. Raises ``AssertionError`` with a short message.
+    """
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        for p in canonical.parameters():
+            if p.numel() and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     try:
-        return learner(fn, *args, what=what)
-    except CheckFailed as err:
-        raise CheckFailed(f"{err}\n  hint: {hint}") from None
+        mine.load_state_dict(canonical.state_dict())
+    except RuntimeError as err:
+        raise CheckFailed(f"{what}: its layers differ from the canonical model's "
+                          f"({_one_line(err)})") from None
+    mine.eval()
+    canonical.eval()
+    with torch.no_grad():
+        for x in inputs:
+            got = getattr(mine, method)(x)
+            expected = getattr(canonical, method)(x)
+            close = got.shape == expected.shape and torch.allclose(
+                got, expected, atol=atol, rtol=rtol)
+            if not close:
+                raise CheckFailed(f"{what}: its output on an input of shape "
+                                  f"{list(x.shape)} differs from the canonical "
+                                  "model's") from None
+    print(f"✓ {what} is the canonical model: same weights in, same outputs out")

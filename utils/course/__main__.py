@@ -21,8 +21,13 @@ def main(argv=None) -> int:
     ex.add_argument(
         "notebooks", nargs="*", type=Path, help="default: every solutions/*.ipynb"
     )
-    gr = sub.add_parser("grade", help="run a submitted notebook and score its checks")
-    gr.add_argument("notebook", type=Path)
+    gr = sub.add_parser(
+        "grade", help="score submitted notebooks against the course's check cells")
+    gr.add_argument("notebooks", nargs="+", type=Path)
+    gr.add_argument("--chapter", help="the chapter handed out, e.g. 03_fcn "
+                    "(default: from the file's name or its metadata)")
+    gr.add_argument("--timeout", type=int, default=300,
+                    help="seconds any one cell may run (default 300)")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -43,26 +48,49 @@ def main(argv=None) -> int:
             print("notebooks are consistent: chapters fresh, solutions executed")
         return 1 if problems else 0
     if args.command == "execute":
-        from utils.course.execute import execute_in_place
+        from utils.course.execute import SLOW_CELL_S, execute_in_place
 
         paths = args.notebooks or sorted((ROOT / "solutions").glob("*.ipynb"))
         for path in paths:
             if not path.is_file():
                 print(f"error: {path} does not exist", file=sys.stderr)
                 return 2
-            print(f"{path}: {execute_in_place(path):.1f} s")
+            timing = execute_in_place(path)
+            cpu = sum(c.cpu_s or 0.0 for c in timing.cells)
+            print(f"{path}: {timing.seconds:.1f} s (kernel CPU {cpu:.1f} s)")
+            for cell in timing.slowest(3):
+                flag = f"  <- over {SLOW_CELL_S:.0f} s" \
+                    if cell.wall_s > SLOW_CELL_S else ""
+                cpu_text = f", CPU {cell.cpu_s:.1f} s" if cell.cpu_s is not None \
+                    else ""
+                print(f"  cell {cell.index}: {cell.wall_s:.1f} s{cpu_text}  "
+                      f"{cell.first_line}{flag}")
         return 0
-    from utils.course.execute import grade
+    return _grade(args)
 
-    if not args.notebook.is_file():
-        print(f"error: {args.notebook} does not exist", file=sys.stderr)
-        return 2
-    results = grade(args.notebook)
-    for grade_id, passed, message in results:
-        print(f"{'PASS' if passed else 'FAIL'}  {grade_id}  {message}")
-    score = sum(passed for _, passed, _ in results)
-    print(f"score: {score}/{len(results)}")
-    return 0 if score == len(results) else 1
+
+def _grade(args) -> int:
+    from utils.course.grade import GradingError, grade
+
+    full = True
+    for path in args.notebooks:
+        if not path.is_file():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
+        try:
+            report = grade(path, chapter=args.chapter, timeout=args.timeout)
+        except GradingError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{path} (chapter {report.chapter})")
+        for r in report.results:
+            print(f"  {'PASS' if r.passed else 'FAIL'}  {r.grade_id}  {r.message}"
+                  .rstrip())
+        for note in report.notes:
+            print(f"  note: {note}")
+        print(f"  score: {report.score:g}/{report.max_score:g}")
+        full = full and report.score == report.max_score
+    return 0 if full else 1
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from utils import budgets, runtime
-from utils.data.registry import DATASETS, build_dataset
+from utils.data.registry import DATASETS, DatasetSpec, build_dataset
 from utils.models import MODELS, build_model
 from utils.train import distributed
 from utils.train.checkpoint import CheckpointError, load_checkpoint
@@ -160,7 +161,21 @@ def make_task(name: str, spec):
             {"thing_ids": spec.thing_ids})
 
 
-def run(args) -> list[dict]:
+@dataclass
+class Plan:
+    """What the command line resolved from the arguments, the environment and
+    the profile's budget, before anything is built."""
+
+    spec: DatasetSpec  # the dataset
+    task_name: str  # "semantic", "instance" or "panoptic" (the model's)
+    profile: str
+    world: int  # processes under torchrun (1 without)
+    config: TrainConfig
+    meta: dict  # model, data, width, image and data sizes: what a resume must match
+
+
+def plan(args) -> Plan:
+    """Check names and values and fill in the budget's defaults."""
     if args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from {sorted(MODELS)}")
     if args.data not in DATASETS:
@@ -183,32 +198,12 @@ def run(args) -> list[dict]:
     except (ValueError, distributed.LaunchError) as err:
         raise UsageError(str(err)) from None
     budget = budgets.budget("train", profile)
-    width = pick(args.width, budget.width)
-    image_size = pick(args.image_size, budget.image_size)
-    shapes_like = not spec.needs_root
-    train_len = pick(args.train_size, budget.train_size if shapes_like else None)
-    val_len = pick(args.val_size, budget.val_size if shapes_like else None)
-    meta = {"model": args.model, "data": args.data, "width": width,
-            "image_size": image_size, "train_size": train_len, "val_size": val_len}
-    if args.resume is not None:
-        check_resume(args, meta)
-    check_out_dir(args.out)
-
-    try:
-        device = distributed.init_from_env() or runtime.device(profile)
-    except (ValueError, RuntimeError) as err:  # COURSE_DEVICE, torchrun set-up
-        raise UsageError(str(err).splitlines()[0]) from None
-    runtime.seed_everything(args.seed)
-    runtime.set_deterministic(profile != "gpu")
-    task, num_classes, options = make_task(task_name, spec)
-    datasets = [build_dataset(args.data, split, args.data_root, image_size, length,
-                              train=split == "train", task=task_name)
-                for split, length in (("train", train_len), ("val", val_len))]
-    model = build_model(args.model, num_classes, width=width, **options)
-    if args.pretrained is not None:
-        load_pretrained(model, args)
-    preflight(model, datasets[1], task, args)
-
+    builtin = not spec.needs_root  # generated data has a budgeted size
+    meta = {"model": args.model, "data": args.data,
+            "width": pick(args.width, budget.width),
+            "image_size": pick(args.image_size, budget.image_size),
+            "train_size": pick(args.train_size, budget.train_size if builtin else None),
+            "val_size": pick(args.val_size, budget.val_size if builtin else None)}
     config = TrainConfig(
         epochs=pick(args.epochs, budget.epochs),
         batch_size=pick(args.batch_size, budget.batch_size),
@@ -220,18 +215,40 @@ def run(args) -> list[dict]:
     if config.batch_size % world:
         raise UsageError(f"--batch-size {config.batch_size} is not divisible by the "
                          f"{world} processes")
+    return Plan(spec, task_name, profile, world, config, meta)
+
+
+def run(args) -> list[dict]:
+    p = plan(args)
+    if args.resume is not None:
+        check_resume(args, p.meta)
+    check_out_dir(args.out)
+    try:
+        device = distributed.init_from_env() or runtime.device(p.profile)
+    except (ValueError, RuntimeError) as err:  # COURSE_DEVICE, torchrun set-up
+        raise UsageError(str(err).splitlines()[0]) from None
+    runtime.seed_everything(args.seed)
+    runtime.set_deterministic(p.profile != "gpu")
+    task, num_classes, options = make_task(p.task_name, p.spec)
+    train_set, val_set = (
+        build_dataset(args.data, split, args.data_root, p.meta["image_size"],
+                      p.meta[f"{split}_size"], train=split == "train",
+                      task=p.task_name)
+        for split in ("train", "val"))
+    model = build_model(args.model, num_classes, width=p.meta["width"], **options)
+    if args.pretrained is not None:
+        load_pretrained(model, args)
+    preflight(model, val_set, task, args)
     if distributed.is_main():
-        print(
-            f"{args.model} (width {width}, "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters) on "
-            f"{args.data} ({task_name}): {len(datasets[0])} train / "
-            f"{len(datasets[1])} val images, profile {profile}, device {device}, "
-            f"{world} process(es)"
-        )
-    history = fit(model, datasets[0], datasets[1], config, task=task, device=device,
-                  out_dir=args.out, resume=args.resume, meta=meta)
+        print(f"{args.model} (width {p.meta['width']}, "
+              f"{sum(q.numel() for q in model.parameters()):,} parameters) on "
+              f"{args.data} ({p.task_name}): {len(train_set)} train / "
+              f"{len(val_set)} val images, profile {p.profile}, device {device}, "
+              f"{p.world} process(es)")
+    history = fit(model, train_set, val_set, p.config, task=task, device=device,
+                  out_dir=args.out, resume=args.resume, meta=p.meta)
     if distributed.is_main() and history:
-        save_predictions(model, datasets[1], spec, task, device,
+        save_predictions(model, val_set, p.spec, task, device,
                          args.out / "predictions.png")
         key, label = task.headline
         best = max(history, key=lambda r: r[key] if r[key] == r[key] else -1)
