@@ -1,6 +1,7 @@
 """The fully connected CRF (chapter 10) against mean-field written out pixel
 by pixel, label by label."""
 
+import csv
 import dataclasses
 import math
 
@@ -232,3 +233,60 @@ def test_dense_crf_rejects_bad_input():
         dense_crf(image, p, method="grid")
     with pytest.raises(ValueError, match="theta_alpha"):
         DenseCRFConfig(theta_alpha=0)
+
+
+# ------------------------------------------------- post-processing of a model
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' whose logits are given: one tensor per batch."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, images):
+        return self.logits[: len(images)]
+
+
+def test_refined_model_returns_the_log_of_the_crf_marginals():
+    image, probabilities = tiny_problem(11, K=3, H=6, W=5)
+    logits = torch.log(probabilities)[None].repeat(2, 1, 1, 1) * 1.7  # (2, 3, 6, 5)
+    images = torch.stack([image, image.flip(-1)])
+    config = dataclasses.replace(CONFIG, iterations=3)
+    got = crf.Refined(FixedLogits(logits), config)(images)
+    for b in range(2):
+        q = dense_crf(images[b], logits[b].softmax(0), config)
+        assert torch.allclose(got[b].exp(), q, atol=1e-6)
+
+
+def test_command_line_reports_metrics_without_and_with_the_crf(tmp_path, capsys):
+    from utils.train.cli import main
+
+    out = tmp_path / "run"
+    argv = ["--model", "tiny_fcn", "--data", "shapes", "--out", str(out), "--epochs",
+            "1", "--train-size", "16", "--val-size", "4", "--image-size", "32",
+            "--batch-size", "8", "--width", "0.25", "--no-progress", "--crf"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    plain = [line for line in lines if line.startswith("model  ")]
+    refined = [line for line in lines if line.startswith("model + CRF ")]
+    assert len(plain) == 1 and len(refined) == 1, lines
+    # the plain line is the last epoch's validation mIoU (same model, same images)
+    with open(out / "metrics.csv", newline="") as f:
+        miou = float(list(csv.DictReader(f))[-1]["miou"])
+    assert f"miou {miou:.4f}" in plain[0], (plain, miou)
+    value = float(refined[0].split("miou ")[1].split(",")[0])
+    assert 0 <= value <= 1
+
+
+def test_command_line_refuses_the_crf_for_other_tasks(tmp_path, capsys, monkeypatch):
+    from utils.models import MODELS
+    from utils.train.cli import main
+
+    fake = type("SomeInstanceModel", (), {"task": "instance"})
+    monkeypatch.setitem(MODELS, "some_instance_model", fake)
+    assert main(["--model", "some_instance_model", "--out", str(tmp_path / "x"),
+                 "--crf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--crf refines semantic models" in err[0], err

@@ -484,6 +484,27 @@ def dense_crf(image: torch.Tensor, probabilities: torch.Tensor,
     return out if batched else out[0]
 
 
+class Refined(torch.nn.Module):
+    """A semantic ``model`` followed by :func:`dense_crf`: ``forward(images)``
+    takes ``float [B, 3, H, W]`` in [0, 1] and returns ``log Q`` ``[B, K, H, W]``
+    (float32, the log of the CRF's marginals, clamped at ``log eps``), so that
+    anything that scores logits (argmax, cross-entropy, the course's
+    evaluators) scores the refined prediction. Inference only: no gradient
+    flows through the CRF."""
+
+    def __init__(self, model: torch.nn.Module, config: DenseCRFConfig | None = None,
+                 **overrides):
+        super().__init__()
+        self.model = model
+        self.config = _config(config, overrides)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probabilities = self.model(images).float().softmax(1)  # (B, K, H, W)
+        q = dense_crf(images.float(), probabilities, self.config)  # (B, K, H, W)
+        return q.clamp(min=self.config.eps).log()
+
+
 def free_energy(image: torch.Tensor, probabilities: torch.Tensor,
                 q: torch.Tensor, config: DenseCRFConfig | None = None,
                 **overrides) -> float:
