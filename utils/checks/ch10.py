@@ -135,9 +135,11 @@ def _crf_problems():
 
 @exercise(forbid=[crf.mean_field_update, crf.pairwise_kernel, crf.gaussian_kernel,
                   crf.dense_crf, crf.message_function],
-          hints=["with Potts, sum_{l' != l} Q_j(l') = 1 - Q_j(l): the part that does "
-                 "not depend on l cancels, and what is left is "
-                 "Q_i(l) ∝ exp(-unary_i(l) + sum_{j != i} k(f_i, f_j) Q_j(l))",
+          hints=["with Potts, the other labels' probabilities at a pixel j sum to "
+                 "1 minus its probability of l; what does not depend on l cancels "
+                 "in the normalisation, so label l's new score at pixel i is minus "
+                 "its unary plus the kernel-weighted sum, over the other pixels, "
+                 "of their current probability of that same label l",
                  "k is w1 exp(-|a_i - a_j|^2 / 2) + w2 exp(-|s_i - s_j|^2 / 2) "
                  "on the two feature sets (torch.cdist gives |a_i - a_j|); set "
                  "its diagonal to 0, multiply by Q and softmax over the labels"])
