@@ -2,12 +2,13 @@
 course's copies), refuse the course's own code, and name plausible mistakes."""
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from check_helpers import fails, passes
 from torch import nn
 
 from utils.checks import ch00
-from utils.data import formats
+from utils.data import formats, targets
 from utils.models import tiny_fcn
 
 
@@ -40,6 +41,19 @@ def rle_decode_loop(counts, height, width):
     return mask
 
 
+def boxes_loop(masks, last_pixel=False, swap=False):
+    """Boxes by scanning each mask's rows and columns."""
+    out = torch.zeros(len(masks), 4)
+    for n, mask in enumerate(masks):
+        rows = [y for y in range(mask.shape[0]) if mask[y].any()]
+        cols = [x for x in range(mask.shape[1]) if mask[:, x].any()]
+        if rows:
+            end = 0 if last_pixel else 1
+            box = [cols[0], rows[0], cols[-1] + end, rows[-1] + end]
+            out[n] = torch.tensor(box[1::-1] + box[:1:-1] if swap else box)
+    return out
+
+
 class TinyFCNOwn(nn.Module):
     """The chapter's given layers, with a forward written here."""
 
@@ -66,6 +80,7 @@ def test_the_checks_pass_independent_answers(capsys):
     passes(capsys, (ch00.check_colorize, colorize_loop),
            (ch00.check_to_train_ids, to_train_ids_loop),
            (ch00.check_rle_decode, rle_decode_loop),
+           (ch00.check_boxes_from_masks, boxes_loop),
            (ch00.check_tiny_fcn, TinyFCNOwn))
 
 
@@ -76,6 +91,7 @@ def test_the_checks_refuse_the_course_s_own_code():
     fails(ch00.check_rle_decode, lambda c, h, w: formats.rle_decode(c, h, w),
           "formats.rle_decode")
     fails(ch00.check_tiny_fcn, tiny_fcn.TinyFCN, "tiny_fcn.TinyFCN")
+    fails(ch00.check_boxes_from_masks, targets.boxes_from_masks, "boxes_from_masks")
 
 
 def test_the_checks_name_plausible_mistakes():
@@ -93,12 +109,24 @@ def test_the_checks_name_plausible_mistakes():
           "row by row")
     fails(ch00.check_tiny_fcn,
           lambda k, width: TinyFCNOwn(k, width, upsample=False), "coarse scores")
+    fails(ch00.check_boxes_from_masks,  # torchvision's masks_to_boxes convention
+          lambda m: boxes_loop(m, last_pixel=True), "masks_to_boxes", "one past")
+    fails(ch00.check_boxes_from_masks, lambda m: boxes_loop(m, swap=True),
+          "x and y are swapped")
+    fails(ch00.check_boxes_from_masks, lambda m: boxes_loop(m).long(),
+          "wrong dtype", "float32")
+    # A uint8 table gives uint8 trainIds with the right values: refused.
+    uint8_table = np.array([TRAIN.get(k, 255) for k in range(256)], np.uint8)
+    fails(ch00.check_to_train_ids, lambda x: uint8_table[x], "wrong dtype", "int64")
     fails(ch00.check_tiny_fcn, lambda k, width: TinyFCNOwn(k, width, corners=True),
           "align_corners=True")
 
 
-def test_the_stub_is_not_done_yet_with_the_first_hint():
+def test_the_stub_is_not_done_yet_and_spends_no_hint():
     def stub(*args):
         raise NotImplementedError()
-    text = fails(ch00.check_colorize, stub, "not done yet", "hint: ")
-    assert "lookup table" in text
+    text = fails(ch00.check_colorize, stub, "not done yet")
+    # The exercise's text has the first hint: none of the tiers is shown, only
+    # what to do.
+    assert "cell above" in text
+    assert not any(tier in text for tier in ch00.check_colorize.hints)

@@ -46,7 +46,7 @@ def dice_own(logits, target, ignore, smooth, squared=False):
     return 1 - ((2 * inter + smooth) / (size + smooth)).mean()
 
 
-def matches_loop(t, p, void, void_rule=True):
+def matches_loop(t, p, void, void_rule=True, threshold=0.5, strict=True):
     out = []
     for a in set(t.flatten().tolist()) - {void}:
         for b in set(p.flatten().tolist()) - {void}:
@@ -54,8 +54,9 @@ def matches_loop(t, p, void, void_rule=True):
             union = int(((t == a) | (p == b)).sum())
             if void_rule:
                 union -= int(((t == void) & (p == b)).sum())
-            if inter / union > 0.5:
-                out.append((a, b, inter / union))
+            iou = inter / union
+            if iou > threshold or (not strict and iou == threshold):
+                out.append((a, b, iou))
     return out
 
 
@@ -87,6 +88,38 @@ def test_the_checks_refuse_the_course_s_own_code():
                    r["iou"].tolist())
 
     fails(ch01.check_match_segments, via_reference, "match_segments")
+
+
+def confusion_bincount(pred, target, C, ignore, drop_ignored=True, minlength=True):
+    """One bincount, with the two instructive mistakes as options."""
+    if drop_ignored:
+        keep = target != ignore
+        pred, target = pred[keep], target[keep]
+    bins = target.flatten() * C + pred.flatten()
+    counts = torch.bincount(bins, minlength=C * C if minlength else 0)
+    return counts.reshape(C, C)
+
+
+def test_the_instructive_bincount_mistakes_are_diagnosed():
+    # The ignored pixels counted: 1280 bins for C = 5 (255 * 5 + 4 + 1).
+    text = fails(ch01.check_confusion_matrix,
+                 lambda p, t, C, i: confusion_bincount(p, t, C, i, drop_ignored=False),
+                 "raised RuntimeError", "255 * 5", "leave them out")
+    assert "Traceback" not in text
+    fails(ch01.check_confusion_matrix,
+          lambda p, t, C, i: confusion_bincount(p, t, C, i, minlength=False),
+          "only 20 bins, not 25", "minlength")
+    # Flat counts, not reshaped.
+    fails(ch01.check_confusion_matrix,
+          lambda p, t, C, i: confusion_bincount(p, t, C, i).flatten(),
+          "wrong shape", "two dimensions")
+
+
+def test_matching_at_iou_exactly_one_half_is_refused():
+    def matches_at_least_half(t, p, void):
+        return [m for m in matches_loop(t, p, void, threshold=0.5, strict=False)]
+    fails(ch01.check_match_segments, matches_at_least_half, "exactly 0.5",
+          "strictly more than half")
 
 
 def test_the_checks_name_plausible_mistakes():

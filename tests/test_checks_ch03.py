@@ -20,9 +20,11 @@ def kernel_loop(k, factor=None, centre=None):
 class FCN16sOwn(fcn.FCN):
     """The chapter's given layers, with a forward written here."""
 
-    def __init__(self, num_classes, width=1.0, pool4_scale=1.0, use_scale=True):
+    def __init__(self, num_classes, width=1.0, pool4_scale=1.0, use_scale=True,
+                 crop=True, final_crop=True):
         super().__init__(num_classes, width)
         self.pool4_scale, self.use_scale = pool4_scale, use_scale
+        self.crop, self.final_crop = crop, final_crop
         self.score_pool4 = self.score_layer("pool4")
         self.upscore2 = bilinear_upsampling(num_classes, 2)
         self.upscore16 = bilinear_upsampling(num_classes, 16, trainable=False)
@@ -32,8 +34,10 @@ class FCN16sOwn(fcn.FCN):
         f = self.features(x)
         s4 = self.score_pool4(f["pool4"] * (self.pool4_scale if self.use_scale
                                             else 1.0))
-        fused = s4 + crop_like(self.upscore2(self.score_fr(f["fc7"])), s4)
-        return self.upscore16(fused)[..., :H, :W]
+        up = self.upscore2(self.score_fr(f["fc7"]))
+        fused = s4 + (crop_like(up, s4) if self.crop else up)
+        out = self.upscore16(fused)
+        return out[..., :H, :W] if self.final_crop else out
 
 
 class FCN8sOwn(fcn.FCN):
@@ -59,10 +63,35 @@ class FCN8sOwn(fcn.FCN):
         return self.upscore8(fused)[..., :H, :W]
 
 
+def compose_own(*layers, as_conv=False, reverse=False, half_k=False, plus_p=False):
+    """Each layer's map as a 2x2 matrix acting on (x, 1); the stack's map is
+    their product. The options are four plausible mistakes."""
+    total = torch.eye(2, dtype=torch.float64)
+    for k, s, p, transposed in layers:
+        centre = k / 2 if half_k else (k - 1) / 2
+        shift = centre + p if plus_p else centre - p
+        m = torch.tensor([[float(s), shift], [0.0, 1.0]], dtype=torch.float64)
+        if transposed and not as_conv:
+            m = torch.linalg.inv(m)
+        total = m @ total if reverse else total @ m
+    return total[0, 0].item(), total[0, 1].item()
+
+
 def test_the_checks_pass_independent_answers(capsys):
     passes(capsys, (ch03.check_bilinear_kernel, kernel_loop),
            (ch03.check_fcn16s, FCN16sOwn),
-           (ch03.check_fcn8s, FCN8sOwn))
+           (ch03.check_fcn8s, FCN8sOwn),
+           (ch03.check_compose, compose_own))
+
+
+def test_compose_gives_the_paper_s_crop_offsets():
+    # The offsets the paper's Caffe definitions crop by: 19 for FCN-32s,
+    # 27 for FCN-16s, 31 for FCN-8s (outputs), from an independent compose.
+    fc7 = ch03._vgg_fc7(100)
+    up = [(4, 2, 0, True)]
+    assert compose_own(*fc7, (64, 32, 0, True)) == (1.0, -19.0)
+    assert compose_own(*fc7, *up, (32, 16, 0, True)) == (1.0, -27.0)
+    assert compose_own(*fc7, *up, *up, (16, 8, 0, True)) == (1.0, -31.0)
 
 
 def test_the_checks_refuse_the_course_s_own_code():
@@ -90,3 +119,26 @@ def test_the_checks_name_plausible_mistakes():
           lambda *a, **kw: FCN16sOwn(*a, **kw, use_scale=False), "pool4_scale")
     fails(ch03.check_fcn8s, lambda *a, **kw: FCN8sOwn(*a, **kw, skip_pool3=True),
           "does not depend on pool3")
+
+
+def test_the_instructive_fcn_mistakes_are_diagnosed():
+    # No crop before the sum: 4x6 + 3x5 on the 45x71 image.
+    fails(ch03.check_fcn16s, lambda *a, **kw: FCN16sOwn(*a, **kw, crop=False),
+          "45x71", "raised RuntimeError", "crop it")
+    fails(ch03.check_fcn16s, lambda *a, **kw: FCN16sOwn(*a, **kw, final_crop=False),
+          "48x80, larger than the 45x71 image")
+    # The scales the check uses are not 1, so forgetting them shows.
+    fails(ch03.check_fcn16s,
+          lambda *a, **kw: FCN16sOwn(*a, **kw, use_scale=False), "self.pool4_scale")
+
+
+def test_the_instructive_compose_mistakes_are_diagnosed():
+    fails(ch03.check_compose, lambda *ls: compose_own(*ls, as_conv=True),
+          "transposed convolution is the inverse")
+    fails(ch03.check_compose, lambda *ls: compose_own(*ls, reverse=True),
+          "wrong way round")
+    fails(ch03.check_compose, lambda *ls: compose_own(*ls, half_k=True),
+          "(k - 1)/2")
+    fails(ch03.check_compose, lambda *ls: compose_own(*ls, plus_p=True),
+          "subtracted")
+    fails(ch03.check_compose, ch03.coordinate_map, "coordinate_map")

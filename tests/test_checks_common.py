@@ -188,12 +188,78 @@ def test_a_diagnosis_replaces_the_tiers():
     assert "hint: off by one" in text and "h1" not in text
 
 
-def test_not_done_yet_names_the_stub():
+def test_not_done_yet_names_the_stub_and_spends_no_tier():
     def stub(x):
         # YOUR CODE HERE
         raise NotImplementedError()
-    text = message(make_check(), stub)
-    assert "not done yet" in text and "tier one" in text
+    check = make_check()
+    text = message(check, stub)
+    assert "not done yet" in text and "cell above" in text
+    assert "tier one" not in text
+    assert message(check, stub) == text  # run again: still no tier spent
+    # The first real attempt gets the first tier.
+    assert "tier one" in message(check, lambda x: x + x)
+
+
+@pytest.mark.parametrize("mistake, words", [
+    (lambda: torch.zeros(1280).reshape(5, 5), ["1280 values", "[5, 5] needs 25",
+                                                "extra"]),
+    (lambda: torch.zeros(20).view(5, 5), ["20 values", "missing"]),
+    (lambda: torch.zeros(10).view(3, -1), ["10 values", "do not divide"]),
+    (lambda: torch.zeros(1, 4, 4, 6) + torch.zeros(1, 4, 3, 5),
+     ["dimension 3", "6 and 5", "crop, pad or resize"]),
+    (lambda: torch.bincount(torch.tensor([[1, 2]])), ["flat (1-D)"]),
+    (lambda: torch.nn.functional.one_hot(torch.tensor([1, 255]), 4),
+     ["ignore label 255"]),
+    (lambda: np.zeros((256, 3))[np.array([300])], ["index past the end"]),
+    (lambda: np.zeros(4)[np.array([1.0])], ["integers"]),
+    (lambda: torch.zeros(2, 3) @ torch.zeros(4, 5), ["inner size"]),
+    (lambda: nn.Conv2d(3, 4, 3)(torch.zeros(1, 8, 8, 3)), ["[B, C, H, W]"]),
+    (lambda: nn.Linear(2, 2).weight.copy_(torch.ones(2, 2)), ["switched off"]),
+    (lambda: torch.zeros(2, requires_grad=True).numpy(), ["stay in torch"]),
+    (lambda: torch.zeros(2).sum().backward(), ["cut off from autograd"]),
+    (lambda: torch.nn.functional.cross_entropy(torch.zeros(2, 3),
+                                               torch.tensor([0.0, 1.0])),
+     ["int64"]),
+    (lambda: torch.tensor([1, 2]).mean(), ["floats first"]),
+])
+def test_common_tensor_mistakes_are_diagnosed(mistake, words):
+    check = make_check()
+
+    def answer(x):
+        mistake()
+        return x * x
+    text = message(check, answer)
+    assert "raised" in text and "hint: " in text, text
+    assert all(w in text for w in words), text
+
+
+def test_an_unknown_error_gets_the_tiers_and_a_check_s_diagnosis_wins():
+    def odd(x):
+        raise ValueError("something the course never saw")
+    text = message(make_check(), odd)
+    assert "something the course never saw" in text and "tier one" in text
+
+    @exercise(forbid=[reference_square], hints=["h1", "h2"])
+    def check_own(fn):
+        learner(fn, torch.tensor(2.0), what="square(2)",
+                diagnose=lambda err: "the check's own reading")
+
+    text = message(check_own, lambda x: torch.zeros(6).view(4, 4))
+    assert "the check's own reading" in text and "6 values" not in text
+
+
+def test_the_sizes_in_the_two_commonest_messages_are_read():
+    try:
+        torch.zeros(1280).reshape(5, 5)
+    except RuntimeError as err:
+        assert common.reshape_sizes(err) == ([5, 5], 1280)
+    try:
+        torch.zeros(3, 4) + torch.zeros(3, 5)
+    except RuntimeError as err:
+        assert common.mismatched_sizes(err) == (4, 5, 1)
+    assert common.reshape_sizes(ValueError("other")) is None
+    assert common.mismatched_sizes(ValueError("other")) is None
 
 
 def test_an_error_in_the_learners_code_names_its_line():

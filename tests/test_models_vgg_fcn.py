@@ -271,3 +271,50 @@ def test_command_line_loads_pretrained_weights(tmp_path, capsys):
             "--width", "0.0625", "--no-progress"]
     assert main(argv) == 0
     assert "fcn8s" in capsys.readouterr().out
+
+
+def test_init_from_copies_the_shared_layers_stage_by_stage():
+    """FCN-16s from FCN-32s, FCN-8s from FCN-16s: every shared tensor copied
+    (checked one by one), the new skip left at zero, and before training the
+    finer model predicts what the coarser one does."""
+    from utils.models.fcn import init_from
+
+    torch.manual_seed(2)
+    f32 = FCN32s(4, width=0.0625).eval()
+    with torch.no_grad():
+        f32.score_fr.weight.normal_()
+        f32.score_fr.bias.normal_()
+    f16 = FCN16s(4, width=0.0625).eval()
+    copied = init_from(f16, f32)
+    theirs, mine = f32.state_dict(), f16.state_dict()
+    expected = sorted(k for k in theirs if k in mine and k != "upscore.weight")
+    assert sorted(copied) == expected and "score_fr.weight" in copied
+    for key in expected:
+        assert torch.equal(mine[key], theirs[key]), key
+    assert f16.score_pool4.weight.abs().sum() == 0
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        same = (f16(x).argmax(1) == f32(x).argmax(1)).float().mean()
+    assert same > 0.9
+
+    with torch.no_grad():
+        f16.score_pool4.weight.normal_()
+    f8 = FCN8s(4, width=0.0625)
+    copied8 = init_from(f8, f16)
+    assert {"score_pool4.weight", "upscore2.weight"} <= set(copied8)
+    assert torch.equal(f8.score_pool4.weight, f16.score_pool4.weight)
+    assert f8.score_pool3.weight.abs().sum() == 0
+
+
+def test_init_from_refuses_other_classes_or_widths():
+    from utils.models.fcn import init_from
+
+    f8 = FCN8s(4, width=0.0625)
+    before = {k: v.clone() for k, v in f8.state_dict().items()}
+    with pytest.raises(ValueError, match="same classes and width"):
+        init_from(f8, FCN32s(5, width=0.0625))
+    with pytest.raises(ValueError, match="same classes and width"):
+        init_from(f8, FCN32s(4, width=0.125))
+    with pytest.raises(TypeError, match="two FCNs"):
+        init_from(f8, torch.nn.Conv2d(3, 4, 1))
+    assert all(torch.equal(v, before[k]) for k, v in f8.state_dict().items())

@@ -57,9 +57,30 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 512, 32, 5, 128, 1.0, 2e-3),
         "gpu": Budget(96, 4096, 128, 10, 256, 1.0, 1e-3),
     },
-    # Chapter 03 trains FCN-32s, -16s and -8s, each with this budget. Plain
-    # VGG16 (no normalisation) from scratch wants small batches and warm-up.
+    # Chapter 03 trains FCN-32s with this budget, then FCN-16s from it and
+    # FCN-8s from FCN-16s for a quarter of the epochs at a third of the rate.
+    # Plain VGG16 (no normalisation) from scratch wants small batches and
+    # warm-up. cpu: at 64 px FCN-32s's score map is 2x2 and it never leaves
+    # the class prior; at 128 px (4x4) it does, after about 6 epochs.
     "03_fcn": {
+        "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
+        "cpu": Budget(128, 2048, 128, 8, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
+    },
+    # Chapter 04 trains the valid U-Net twice on Cells (with and without the
+    # border weights) with this budget: image_size is the side of the Cells
+    # images, 16 k + 4 so that the mirror-padded tile (+184) is legal;
+    # val_size the held-out images whose cells are counted. Its Shapes
+    # comparison with FCN-8s uses chapter 03's budget, like for like.
+    "04_unet": {
+        "ci": Budget(68, 48, 16, 4, 4, 0.125, 2e-3),
+        "cpu": Budget(68, 256, 64, 8, 4, 0.125, 2e-3),
+        "gpu": Budget(196, 2048, 256, 30, 4, 1.0, 5e-4),
+    },
+    # Chapter 05 trains FCN-8s, U-Net and SegNet (with and without median
+    # frequency balancing) on Shapes, each with chapter 03's budget, so that
+    # the comparison with chapter 03's FCN-8s is like for like.
+    "05_segnet": {
         "ci": Budget(64, 64, 32, 2, 8, 0.125, 3e-3),
         "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),

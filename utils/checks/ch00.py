@@ -19,7 +19,7 @@ from utils.checks.common import (
     learner,
     ok,
 )
-from utils.data import formats
+from utils.data import formats, shapes, targets
 from utils.models.tiny_fcn import TinyFCN as ReferenceTinyFCN
 
 
@@ -83,6 +83,56 @@ def check_to_train_ids(to_train_ids) -> None:
                  hint="trainIds are int64, as every target of the course; a "
                       "uint8 table gives uint8 results")
     ok("labelIds -> trainIds right for all 34 labelIds, uint8 input included")
+
+
+def _box_masks() -> dict:
+    """Masks ``uint8 [N, H, W]`` to box: a Shapes sample's, single pixels at
+    the corners, and a mask that touches the right and bottom borders next to
+    an empty one."""
+    sample = shapes.Shapes("val", 4, shapes.ShapesConfig(image_size=48),
+                           task="instance")[3][1]["masks"]
+    corners = torch.zeros(3, 5, 7, dtype=torch.uint8)
+    corners[0, 0, 0] = corners[1, 4, 6] = corners[2, 2, 3] = 1
+    border = torch.zeros(2, 6, 9, dtype=torch.uint8)
+    border[0, 3:, 5:] = 1
+    return {"the masks of a Shapes image": sample,
+            "one-pixel masks at the corners and the centre": corners,
+            "a mask at the bottom-right border and an empty mask": border}
+
+
+@exercise(
+    forbid=[targets.boxes_from_masks, shapes.ShapesSample.boxes],
+    hints=[
+        "a mask's box spans from its first to its last occupied row and column: "
+        "find which rows and which columns hold any pixel of the mask",
+        "pixel i covers the interval from i to i + 1, so a box ends one past "
+        "the last pixel it covers; boxes are (x1, y1, x2, y2), x along the "
+        "columns",
+    ],
+)
+def check_boxes_from_masks(boxes_from_masks) -> None:
+    """``boxes_from_masks(masks)``: ``float32 [N, 4]`` (x1, y1, x2, y2), x2 =
+    last column + 1, zeros for an empty mask."""
+    for name, masks in _box_masks().items():
+        what = f"boxes_from_masks of {name}"
+        got = learner(boxes_from_masks, masks.clone(), what=what)
+        expected = targets.boxes_from_masks(masks)
+        hint = None
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            found = expected.any(dim=1)  # non-empty masks
+            g, e = got.double()[found], expected.double()[found]
+            if torch.equal(g[:, :2], e[:, :2]) and torch.equal(g[:, 2:], e[:, 2:] - 1):
+                hint = "x2 and y2 are the last column and row here (torchvision's " \
+                       "masks_to_boxes does that); pixel i covers [i, i + 1), so " \
+                       "the course's boxes end one past them"
+            elif torch.equal(g, e[:, [1, 0, 3, 2]]):
+                hint = "x and y are swapped: x is the column, y the row, and a " \
+                       "box is (x1, y1, x2, y2)"
+            elif torch.equal(g, e) and got.dtype != torch.float32:
+                hint = "boxes are float32, as in every target of the course"
+        assert_equal(got, expected, what, hint=hint)
+    ok("boxes_from_masks gives the tightest boxes, x2 and y2 one past the last "
+       "pixel, empty masks included")
 
 
 def _row_major_decode(counts, height, width) -> np.ndarray:

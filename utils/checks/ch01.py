@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from utils.checks.common import assert_close, assert_equal, exercise, fail, learner, ok
+from utils.checks.common import (
+    assert_close,
+    assert_equal,
+    exercise,
+    fail,
+    learner,
+    ok,
+    reshape_sizes,
+)
 from utils.losses import dice_loss
 from utils.metrics import (
     ConfusionMatrix,
@@ -47,8 +55,14 @@ def check_confusion_matrix(fn) -> None:
     for seed in range(3):
         pred, target = _labels(seed)
         what = f"confusion matrix of random labels (seed {seed})"
-        got = learner(fn, pred.clone(), target.clone(), 5, 255, what=what)
+        got = learner(fn, pred.clone(), target.clone(), 5, 255, what=what,
+                      diagnose=lambda err: _bins_hint(err, 5))
         expected = confusion_matrix(pred, target, 5, 255)
+        if isinstance(got, torch.Tensor) and got.ndim == 1:
+            fail(f"{what}: wrong shape", list(expected.shape), list(got.shape),
+                 hint=_bins_hint(f"shape '[5, 5]' is invalid for input of size "
+                                 f"{got.numel()}", 5) or "the bins are the "
+                 "matrix read row by row: give them its two dimensions back")
         if isinstance(got, torch.Tensor) and got.is_floating_point():
             fail(f"{what}: wrong dtype", "an integer tensor (counts)", got.dtype,
                  hint="counting gives integers: no float conversion needed")
@@ -63,6 +77,29 @@ def check_confusion_matrix(fn) -> None:
         assert_equal(got, expected, what, hint=hint)
     ok("confusion_matrix_bincount is right, ignored pixels and absent classes "
        "included")
+
+
+def _bins_hint(err, C: int) -> str | None:
+    """What a bin count other than C*C says about a one-bincount confusion
+    matrix (the learner reshapes it to [C, C]; torch names the count)."""
+    sizes = reshape_sizes(err)
+    if sizes is None:
+        return None
+    n = sizes[1]
+    if n - 1 >= 255 * C:
+        return (f"{n} bins: the largest bin is target * C + prediction for a "
+                f"pixel whose target is 255 (255 * {C} + {n - 1 - 255 * C} = "
+                f"{n - 1}), so the ignored pixels were counted; leave them out "
+                "before counting")
+    if n > C * C:
+        return (f"{n} bins, not {C * C}: a value past the last bin was counted; "
+                "are the ignored pixels left out, and is every bin "
+                "target * C + prediction?")
+    if n < C * C:
+        return (f"only {n} bins, not {C * C}: bincount returns one bin past the "
+                "largest value it sees, and the last pairs never occur here; ask "
+                f"it for all {C * C} bins (its minlength)")
+    return None
 
 
 @exercise(
@@ -175,6 +212,11 @@ def check_match_segments(fn) -> None:
     p = torch.zeros_like(t)
     p[:2] = 7
     cases.append(("a prediction half on void", t, p))
+    # Two predictions each cover half of target segment 1: IoU exactly 0.5
+    # twice. Only "more than half" keeps the match unique.
+    t = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2]])
+    p = torch.tensor([[5, 6, 8, 8], [5, 6, 8, 8]])
+    cases.append(("two predictions at IoU exactly 0.5", t, p))
     for name, t, p in cases:
         ref = match_segments(t, p, void=0)
         expected = sorted(zip(ref["target_ids"].tolist(), ref["pred_ids"].tolist(),
@@ -194,6 +236,11 @@ def check_match_segments(fn) -> None:
             if name == "a prediction half on void" and not got:
                 hint = "this pair matches only when the predicted pixels on " \
                        "target void are left out of the union"
+            elif any(c == 0.5 for _, _, c in got):
+                hint = "a pair at IoU exactly 0.5 is not a match: here two " \
+                       "predictions cover half of one segment each, and both " \
+                       "would match it; only strictly more than half makes a " \
+                       "match unique (the proof above)"
             fail(f"matches (target id, pred id, IoU) for {name}", expected, got,
                  hint=hint)
     ok("match_segments_by_iou is right, the void rule included")

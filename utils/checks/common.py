@@ -25,13 +25,22 @@ and gets, without writing it again:
   failure of the same check in the same kernel shows one hint more. A check may
   name a *diagnosis* instead (``fail(..., hint=...)`` or ``diagnose=``) when it
   recognises a particular mistake, which is more useful than any fixed hint.
+- **common tensor mistakes diagnosed.** An error raised inside the learner's
+  code that no ``diagnose=`` of the check explains is read by
+  :func:`diagnose_error`: a reshape to the wrong number of values, two maps of
+  different sizes combined, a label past the end of a table, a float index,
+  ``one_hot`` given the ignore label, an in-place copy into a parameter, a
+  result cut off from autograd, ... each gets a sentence saying what it means.
+  :func:`reshape_sizes` and :func:`mismatched_sizes` read the numbers out of
+  the two most common messages, for checks that can say more from them.
 - **the reference refused.** While the learner's code runs (:func:`learner`),
   entering any function in ``forbid`` (the canonical copy the check compares
   with, or a builtin the exercise asks to write by hand) fails the check with
   "uses the reference": also through an alias, a subclass or a thin wrapper,
   since what is watched is the code being run, not a name.
 - **not done yet.** ``NotImplementedError`` (the student notebook's stub)
-  gives "not done yet" and the first hint.
+  gives "not done yet" and what to do, but none of the tiered hints: the
+  exercise's text has one already, and a tier is only spent on an attempt.
 
 What a check may not do: test code the chapter gives. A chapter that gives a
 model pins it to the canonical copy with :func:`assert_same_model` in a plain
@@ -45,6 +54,7 @@ import contextvars
 import functools
 import inspect
 import linecache
+import re
 import sys
 import textwrap
 from collections import Counter
@@ -74,6 +84,10 @@ class CheckFailed(AssertionError):
             lines += wrapped or [""]
         lines[0] = lines[0].replace("Check failed", "\x1b[0;31mCheck failed\x1b[0m", 1)
         return lines
+
+
+class _NotDone(CheckFailed):
+    """The exercise still raises ``NotImplementedError``: no hint tier spent."""
 
 
 class _UsesReference(BaseException):
@@ -135,6 +149,8 @@ def exercise(*, forbid=(), hints=()):
             token = _CURRENT.set(ex)
             try:
                 return check(*args, **kwargs)
+            except _NotDone as err:
+                raise CheckFailed(str(err)) from None
             except CheckFailed as err:
                 raise _with_hints(ex, str(err)) from None
             except AssertionError as err:
@@ -189,7 +205,8 @@ def learner(fn, *args, what: str, diagnose=None, **kwargs):
       reference" (also when the learner's code catches what the watch raises);
       switching the watch off (``sys.setprofile``) fails too;
     - any other exception: its type and message and the line of the learner's
-      code it came from; ``diagnose(err)`` may return a hint for it.
+      code it came from, with ``diagnose(err)``'s hint for it if that returns
+      one, else :func:`diagnose_error`'s.
     """
     ex = _CURRENT.get()
     watch = _Watch(ex) if ex is not None and (ex.codes or ex.builtins) else None
@@ -203,13 +220,115 @@ def learner(fn, *args, what: str, diagnose=None, **kwargs):
         fail(f"{what}: your code switched off the check's watch (sys.setprofile)",
              hint="leave sys.setprofile alone while the check runs")
     except NotImplementedError:
-        fail(f"{what}: the exercise is not done yet (it still raises "
-             "NotImplementedError)")
+        raise _NotDone(f"{what}: the exercise is not done yet (it still raises "
+                       "NotImplementedError)\n  hint: write it in the cell above, run "
+                       "that cell, then this one; the exercise's text has a hint, "
+                       "and each failed attempt here shows one more") from None
     except CheckFailed:
         raise
     except Exception as err:
         hint = diagnose(err) if diagnose is not None else None
-        fail(f"{what} raised {_one_line(err)}{_where(err)}", hint=hint)
+        fail(f"{what} raised {_one_line(err)}{_where(err)}",
+             hint=hint or diagnose_error(err))
+
+
+def reshape_sizes(err: BaseException) -> tuple[list[int], int] | None:
+    """``(shape, size)`` of torch's "shape '[5, 5]' is invalid for input of
+    size 1280" (a reshape or view to a shape that the values cannot fill),
+    else None."""
+    found = re.search(r"shape '\[([-\d, ]*)\]' is invalid for input of size (\d+)",
+                      str(err))
+    if found is None:
+        return None
+    shape = [int(v) for v in found.group(1).split(",") if v.strip()]
+    return shape, int(found.group(2))
+
+
+def mismatched_sizes(err: BaseException) -> tuple[int, int, int] | None:
+    """``(size a, size b, dimension)`` of torch's "The size of tensor a (4)
+    must match the size of tensor b (3) at non-singleton dimension 2" (two
+    tensors combined elementwise that do not broadcast), else None."""
+    found = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b "
+                      r"\((\d+)\) at non-singleton dimension (\d+)", str(err))
+    return tuple(int(v) for v in found.groups()) if found else None
+
+
+def _reshape_hint(err) -> str | None:
+    shape, size = reshape_sizes(err)
+    known = [v for v in shape if v != -1]
+    wanted = int(np.prod(known)) if known else 1
+    if -1 in shape:
+        return (f"the tensor holds {size} values, which the sizes {known} do not "
+                "divide: count what it should hold, and where the extra or "
+                "missing values come from")
+    return (f"the tensor holds {size} values but the shape {shape} needs "
+            f"{wanted}: count what it should hold, and where the "
+            f"{'extra' if size > wanted else 'missing'} values come from")
+
+
+def _size_hint(err) -> str | None:
+    a, b, dim = mismatched_sizes(err)
+    return (f"two tensors combined elementwise differ in size along dimension "
+            f"{dim} ({a} and {b}): bring them to one size first (crop, pad or "
+            "resize), or check that they are the ones you meant")
+
+
+# What torch, NumPy and Python say -> what it usually means in this course.
+# Each entry: (pattern of the message, hint or function of the error).
+_DIAGNOSES = [
+    (r"shape '\[[-\d, ]*\]' is invalid for input of size", _reshape_hint),
+    (r"size of tensor a \(\d+\) must match the size of tensor b", _size_hint),
+    (r"Sizes of tensors must match except in dimension",
+     "the tensors you concatenate or stack differ in a size other than the one "
+     "they are joined along"),
+    (r"bincount only supports 1-d non-negative",
+     "bincount counts a flat (1-D) tensor of non-negative integers: flatten "
+     "first, and leave out negative values"),
+    (r"\bbincount\S* not implemented for '(Float|Double|Half)'",
+     "bincount counts integers: the values are floats"),
+    (r"Class values must be smaller than num_classes",
+     "one_hot got a label >= the number of classes: the ignore label 255? Give "
+     "the ignored pixels a valid label first and mask them out afterwards"),
+    (r"one_hot is only applicable to index tensor",
+     "one_hot takes int64 labels"),
+    (r"index -?\d+ is out of bounds for (axis|dimension) \d+ with size (\d+)",
+     "an index past the end: a table with N rows takes indices 0..N-1; is the "
+     "table long enough for every value (255 included)?"),
+    (r"(arrays|tensors) used as indices must be",
+     "indices must be integers (or booleans for a mask), not floats"),
+    (r"mat1 and mat2 shapes cannot be multiplied",
+     "a matrix product (or a Linear layer) got a matrix whose inner size does "
+     "not match: check what is flattened and in which order"),
+    (r"expected input\[.*\] to have \d+ channels, but got \d+ channels",
+     "a convolution got another number of channels than its weight expects: is "
+     "the channel dimension where torch wants it, [B, C, H, W]?"),
+    (r"a leaf Variable that requires grad is being used in an in-place",
+     "copying into a parameter in place must not be recorded for autograd: do "
+     "it with gradient tracking switched off"),
+    (r"Can't call numpy\(\) on Tensor that requires grad",
+     "a tensor that autograd tracks cannot become a NumPy array; stay in torch "
+     "(or detach it where no gradient is needed)"),
+    (r"does not require grad and does not have a grad_fn",
+     "the result is cut off from autograd: something was detached, converted "
+     "to a number or computed under no_grad"),
+    (r"expected (target dtype|scalar type) (to be )?Long",
+     "labels and indices are int64 here, not floats"),
+    (r"only supports boolean masks",
+     "a mask must be a bool tensor (a comparison gives one)"),
+    (r"(nan)?mean\(\): (could not infer output dtype|expected input to have "
+     r"floating point)",
+     "a mean of integer counts needs floats first"),
+]
+
+
+def diagnose_error(err: BaseException) -> str | None:
+    """A sentence on what an error raised in the learner's code usually means
+    (the messages of :data:`_DIAGNOSES`), or None when it is none of those."""
+    text = str(err)
+    for pattern, hint in _DIAGNOSES:
+        if re.search(pattern, text):
+            return hint(err) if callable(hint) else hint
+    return None
 
 
 class _WatchOff(BaseException):

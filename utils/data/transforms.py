@@ -10,7 +10,8 @@ Every transform is called as ``image, target = t(image, target)`` with
 
 Labels are resampled with nearest neighbour (a label is a name, not a number to
 interpolate); images bilinearly. Pixels that padding invents are 255 in
-semantic maps, void in panoptic maps and 0 in images. Instance boxes are
+semantic maps, void in panoptic maps and 0 in images (:class:`ElasticDeformation`
+reflects the image instead). Instance boxes are
 recomputed from the transformed masks, and instances that leave the image are
 dropped. Randomness comes from torch's global generator, so
 :func:`utils.runtime.seed_everything` makes it repeatable.
@@ -250,6 +251,76 @@ class RandomCrop:
 
     def __repr__(self):
         return f"RandomCrop({self.size})"
+
+
+class ElasticDeformation:
+    """U-Net's elastic deformation (Ronneberger et al. 2015, Section 3.1;
+    chapter 04): random displacements on a coarse ``grid x grid`` lattice,
+    smoothly interpolated to every pixel, move image and target together.
+
+    The displacements (in pixels, both axes) are drawn from a Gaussian with
+    standard deviation ``sigma`` at the lattice points, which are spread evenly
+    from corner to corner of the image, and interpolated bicubically in
+    between (the paper: a 3x3 grid, ``sigma = 10`` px on 512-pixel images).
+    Output pixel ``(y, x)`` takes the input at ``(y + dy, x + dx)``: the image
+    bilinearly, reflected at its border where that point falls outside it
+    (a plausible continuation that the target marks ignore anyway); labels by
+    their nearest pixel, so every label is one of the input's, and 255 in
+    semantic maps (void in panoptic maps, 0 in instance masks) where the
+    nearest pixel lies outside the image. Applied with probability ``p``.
+    """
+
+    def __init__(self, grid: int = 3, sigma: float = 10.0, p: float = 1.0):
+        if not isinstance(grid, int) or grid < 2:
+            raise ValueError(f"grid must be an int >= 2, got {grid!r}")
+        if not sigma >= 0:
+            raise ValueError(f"sigma must be >= 0 pixels, got {sigma}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.grid, self.sigma, self.p = grid, sigma, p
+
+    def displacement(self, height: int, width: int) -> torch.Tensor:
+        """A random field ``float32 [2, H, W]`` of (dy, dx) in pixels."""
+        coarse = torch.randn(1, 2, self.grid, self.grid) * self.sigma
+        field = F.interpolate(coarse, size=(height, width), mode="bicubic",
+                              align_corners=True)  # lattice points at the corners
+        return field[0]
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        if torch.rand(()) >= self.p:
+            return image, target
+        H, W = image.shape[1:]
+        return self.warp(image, target, self.displacement(H, W))
+
+    def warp(self, image, target, field: torch.Tensor):
+        """Apply the displacement ``field [2, H, W]`` (pixels) to both."""
+        check_pair(image, target)
+        H, W = image.shape[1:]
+        ys = torch.arange(H, dtype=torch.float32)[:, None] + field[0]  # (H, W)
+        xs = torch.arange(W, dtype=torch.float32)[None, :] + field[1]
+        # grid_sample's coordinates (align_corners=False): -1 and 1 are the
+        # outer edges of the border pixels, pixel i's centre is (2i + 1)/n - 1
+        grid = torch.stack([(2 * xs + 1) / W - 1, (2 * ys + 1) / H - 1], -1)
+        img = F.grid_sample(image[None], grid[None], mode="bilinear",
+                            padding_mode="reflection", align_corners=False)[0]
+        row, col = torch.round(ys).long(), torch.round(xs).long()
+        inside = (row >= 0) & (row < H) & (col >= 0) & (col < W)
+        row, col = row.clamp(0, H - 1), col.clamp(0, W - 1)
+
+        def warp_map(m):
+            out = m[row, col]  # (H, W) or (H, W, 2)
+            fill = _panoptic_fill(m) if m.ndim == 3 else IGNORE_INDEX
+            out[~inside] = fill
+            return out
+
+        def warp_masks(m):
+            return m[:, row, col] * inside
+
+        return img.clamp_(0, 1), _apply(target, warp_map, warp_masks)
+
+    def __repr__(self):
+        return f"ElasticDeformation(grid={self.grid}, sigma={self.sigma}, p={self.p})"
 
 
 def _pair(size):

@@ -8,6 +8,8 @@ adds a model.
 
 from __future__ import annotations
 
+import functools
+
 from torch import nn
 
 from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
@@ -15,7 +17,9 @@ from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
 from utils.models.patch_cnn import PatchCNN
+from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
+from utils.models.unet import UNet
 from utils.models.weights import load_torchvision
 
 MODELS = {
@@ -24,6 +28,9 @@ MODELS = {
     "fcn32s": FCN32s,  # chapter 03
     "fcn16s": FCN16s,  # chapter 03
     "fcn8s": FCN8s,  # chapter 03
+    # chapter 04; "same" padding, so that the output has the input's size
+    "unet": functools.partial(UNet, padding="same"),
+    "segnet": SegNet,  # chapter 05
 }
 
 __all__ = [
@@ -37,7 +44,9 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "PatchCNN",
+    "SegNet",
     "TinyFCN",
+    "UNet",
     "build_model",
     "load_torchvision",
 ]

@@ -40,6 +40,20 @@ from utils.models.weights import load_torchvision
 # [0, 1] are normalised with them before the backbone.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input(model: nn.Module, num_classes: int) -> None:
+    """The start of FCN's and SegNet's ``__init__`` (after ``super().__init__()``):
+    ``num_classes`` checked (a positive int) and stored, and ImageNet's mean and
+    std as non-persistent buffers ``mean``, ``std`` ``float32 [1, 3, 1, 1]``, so
+    that the model normalises images in [0, 1] itself."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    model.num_classes = num_classes
+    model.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                          persistent=False)
+    model.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                          persistent=False)
 # "At-once" FCN-8s scales the skip features so that their scores start small
 # next to fc7's (with Caffe's 0..255 inputs and SGD).
 PAPER_POOL4_SCALE = 0.01
@@ -64,13 +78,7 @@ class FCN(nn.Module):
 
     def __init__(self, num_classes: int, width: float = 1.0):
         super().__init__()
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        imagenet_input(self, num_classes)
         self.backbone = VGG16(width)
         self.score_fr = nn.Conv2d(self.backbone.fc_channels, num_classes, 1)
         nn.init.zeros_(self.score_fr.weight)
@@ -171,3 +179,31 @@ class FCN8s(FCN):
         fuse_pool3 = score_pool3 + crop_like(upscore_pool4, score_pool3)  # (same)
         score = self.upscore8(fuse_pool3)  # (B, K, >=H, >=W)
         return score[:, :, :H, :W]  # (B, K, H, W)
+
+
+def init_from(finer: FCN, coarser: FCN) -> list[str]:
+    """Start ``finer`` (FCN-16s or FCN-8s) from a trained ``coarser`` FCN: the
+    paper's stage-wise training (FCN-32s -> FCN-16s -> FCN-8s).
+
+    Copies every parameter and buffer that the two share by name and shape (the
+    backbone, ``score_fr``, and from FCN-16s ``score_pool4`` and ``upscore2``);
+    the new skip's scoring layer stays at zero and its 2x upsampling at
+    bilinear, so before any training ``finer`` predicts what ``coarser`` does,
+    up to the difference between one bilinear upsampling by 32 and two steps
+    (2 then 16). Returns the names copied. Raises ``ValueError`` if the two have
+    different numbers of classes or widths (nothing copied then).
+    """
+    if not isinstance(finer, FCN) or not isinstance(coarser, FCN):
+        raise TypeError(f"init_from takes two FCNs, got {type(finer).__name__} "
+                        f"and {type(coarser).__name__}")
+    mine, theirs = finer.state_dict(), coarser.state_dict()
+    for name in ("score_fr.weight", "backbone.fc7.weight"):
+        if mine[name].shape != theirs[name].shape:
+            raise ValueError(
+                f"init_from needs the same classes and width: {name} is "
+                f"{list(theirs[name].shape)} in the {type(coarser).__name__}, "
+                f"{list(mine[name].shape)} in the {type(finer).__name__}")
+    copied = [name for name, value in theirs.items()
+              if name in mine and mine[name].shape == value.shape]
+    finer.load_state_dict({**mine, **{name: theirs[name] for name in copied}})
+    return copied
