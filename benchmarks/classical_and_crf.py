@@ -132,7 +132,7 @@ def table(b, rt, models) -> None:
 
 
 def cells_table(rt) -> None:
-    cb = budgets.budget("10_cells", rt.profile)
+    cb = budgets.budget("04_unet", rt.profile)
     held_out = Cells("test", cb.val_size, CellsConfig(image_size=cb.image_size),
                      task="panoptic")
     images = torch.stack([held_out[i][0] for i in range(len(held_out))])

@@ -87,19 +87,12 @@ BUDGETS: dict[str, dict[str, Budget]] = {
     },
     # Chapter 10 trains FCN-8s as chapter 03 does (train_size, epochs, batch,
     # width, lr) and compares every method on val_size held-out Shapes images
-    # of image_size pixels.
+    # of image_size pixels. Its cells are chapter 04's held-out images
+    # ("04_unet": image_size, val_size), so that the counts compare with U-Net's.
     "10_classical_and_crf": {
         "ci": Budget(64, 256, 8, 3, 8, 0.125, 3e-3),
         "cpu": Budget(64, 2048, 64, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 256, 30, 16, 1.0, 5e-4),
-    },
-    # Chapter 10's cells: val_size held-out Cells images of image_size pixels,
-    # the same test split and sizes as chapter 04's "04_unet" budget, so that
-    # the classical methods' cell counts compare with U-Net's (no training).
-    "10_cells": {
-        "ci": Budget(68, 0, 16, 0, 4, 1.0, 0.0),
-        "cpu": Budget(68, 0, 64, 0, 4, 1.0, 0.0),
-        "gpu": Budget(196, 0, 256, 0, 4, 1.0, 0.0),
     },
 }
 
