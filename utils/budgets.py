@@ -85,6 +85,20 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 2048, 128, 4, 8, 0.125, 3e-3),
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
+    # Chapter 08 trains Mask R-CNN (ResNet-50 FPN, width-scaled) from scratch on
+    # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's.
+    "08_mask_rcnn": {
+        "ci": Budget(64, 192, 32, 3, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
+        "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
+    },
+    # Chapter 09 trains Panoptic FPN (Mask R-CNN's budget: the same network
+    # plus a light branch); ci: a few steps, to show the contract, not to learn.
+    "09_panoptic": {
+        "ci": Budget(64, 8, 4, 1, 4, 0.125, 3e-3),
+        "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
+        "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
+    },
     # Chapter 10 trains FCN-8s as chapter 03 does (train_size, epochs, batch,
     # width, lr) and compares every method on val_size held-out Shapes images
     # of image_size pixels. Its cells are chapter 04's held-out images

@@ -15,7 +15,9 @@ from torch import nn
 from utils.models.backbones.frozen_bn import FrozenBatchNorm2d
 from utils.models.backbones.resnet import ResNet, resnet50, resnet101
 from utils.models.backbones.vgg import VGG16
+from utils.models.detection.mask_rcnn import MaskRCNN
 from utils.models.fcn import FCN8s, FCN16s, FCN32s
+from utils.models.panoptic import PanopticFPN, SemanticFPN
 from utils.models.patch_cnn import PatchCNN
 from utils.models.segnet import SegNet
 from utils.models.tiny_fcn import TinyFCN
@@ -31,6 +33,9 @@ MODELS = {
     # chapter 04; "same" padding, so that the output has the input's size
     "unet": functools.partial(UNet, padding="same"),
     "segnet": SegNet,  # chapter 05
+    "maskrcnn": MaskRCNN,  # chapter 08 (instance; sized by for_profile)
+    "semantic_fpn": SemanticFPN,  # chapter 09 (the semantic branch on its own)
+    "panoptic_fpn": PanopticFPN,  # chapter 09 (panoptic; sized by for_profile)
 }
 
 __all__ = [
@@ -43,6 +48,9 @@ __all__ = [
     "FCN8s",
     "FCN16s",
     "FCN32s",
+    "MaskRCNN",
+    "PanopticFPN",
+    "SemanticFPN",
     "PatchCNN",
     "SegNet",
     "TinyFCN",
@@ -52,8 +60,21 @@ __all__ = [
 ]
 
 
-def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
-    """Build registered model ``name`` for ``num_classes`` classes."""
+def build_model(name: str, num_classes: int, width: float = 1.0, *,
+                profile: str | None = None, image_size: int | None = None,
+                **options) -> nn.Module:
+    """Build registered model ``name`` for ``num_classes`` classes.
+
+    A model that sizes itself to its images (Mask R-CNN: the resize, anchors
+    and proposal counts) has a classmethod ``for_profile(profile, image_size,
+    num_classes, width=...)``; given ``profile`` and ``image_size`` (the command
+    line gives both), the model is built through it.
+    """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    return MODELS[name](num_classes, width=width)
+    model = MODELS[name]
+    if profile is not None and image_size is not None and hasattr(model,
+                                                                  "for_profile"):
+        return model.for_profile(profile, image_size, num_classes, width=width,
+                                 **options)
+    return model(num_classes, width=width, **options)

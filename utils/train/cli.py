@@ -248,7 +248,9 @@ def run(args) -> list[dict]:
                       p.meta[f"{split}_size"], train=split == "train",
                       task=p.task_name)
         for split in ("train", "val"))
-    model = build_model(args.model, num_classes, width=p.meta["width"], **options)
+    model = build_model(args.model, num_classes, width=p.meta["width"],
+                        profile=p.profile, image_size=p.meta["image_size"],
+                        **options)
     if args.pretrained is not None:
         load_pretrained(model, args)
     preflight(model, val_set, task, args)
