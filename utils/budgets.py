@@ -115,6 +115,15 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
         "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
     },
+    # Chapter 10 trains FCN-8s as chapter 03 does (train_size, epochs, batch,
+    # width, lr) and compares every method on val_size held-out Shapes images
+    # of image_size pixels. Its cells are chapter 04's held-out images
+    # ("04_unet": image_size, val_size), so that the counts compare with U-Net's.
+    "10_classical_and_crf": {
+        "ci": Budget(64, 256, 8, 3, 8, 0.125, 3e-3),
+        "cpu": Budget(64, 2048, 64, 4, 8, 0.125, 3e-3),
+        "gpu": Budget(128, 8192, 256, 30, 16, 1.0, 5e-4),
+    },
 }
 
 

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from utils import budgets, runtime
 from utils.data.registry import DATASETS, DatasetSpec, build_dataset
 from utils.models import MODELS, build_model
@@ -31,6 +33,7 @@ from utils.train import distributed
 from utils.train.checkpoint import CheckpointError, load_checkpoint
 from utils.train.config import TrainConfig
 from utils.train.fit import fit
+from utils.train.loop import evaluate
 from utils.train.tasks import InstanceTask, PanopticTask, SemanticTask
 
 MIN_IMAGE_SIZE = 16  # Shapes' smallest image; smaller crops hold too little
@@ -126,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0,
                    help="random seed, in [0, 2**32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--crf", action="store_true",
+        help="semantic models: after training, report the validation metrics "
+        "without and with utils.crf.dense_crf (utils.crf.SHAPES on shapes, "
+        "DeepLab v2's parameters otherwise)")
     return p
 
 
@@ -184,6 +192,9 @@ def plan(args) -> Plan:
         )
     spec = DATASETS[args.data]
     task_name = getattr(MODELS[args.model], "task", "semantic")
+    if getattr(args, "crf", False) and task_name != "semantic":
+        raise UsageError(f"--crf refines semantic models; --model {args.model} is "
+                         f"a {task_name} model")
     if task_name not in spec.tasks:
         raise UsageError(f"--model {args.model} is a {task_name} model but --data "
                          f"{args.data} has only {', '.join(spec.tasks)} targets")
@@ -212,6 +223,8 @@ def plan(args) -> Plan:
         workers=args.workers,
         progress=not args.no_progress and profile != "ci",
     )
+    if getattr(args, "crf", False) and world > 1:
+        raise UsageError("--crf evaluates in one process; run it without torchrun")
     if config.batch_size % world:
         raise UsageError(f"--batch-size {config.batch_size} is not divisible by the "
                          f"{world} processes")
@@ -256,7 +269,28 @@ def run(args) -> list[dict]:
         best = max(history, key=lambda r: r[key] if r[key] == r[key] else -1)
         print(f"best {label} {best[key]:.4f} at epoch {best['epoch']}; wrote "
               f"{args.out / 'checkpoint.pt'}, metrics.csv and predictions.png")
+        if args.crf:
+            report_crf(model, val_set, args.data, task, p.config, device)
     return history
+
+
+def report_crf(model, val_set, data: str, task, config: TrainConfig, device) -> dict:
+    """The validation metrics of the final model without and with the dense
+    CRF (chapter 10), printed as two lines; returns ``{"model": metrics,
+    "model + CRF": metrics}``."""
+    from utils import crf  # only --crf needs it
+
+    loader = torch.utils.data.DataLoader(val_set, config.batch_size,
+                                         collate_fn=task.collate)
+    parameters = crf.SHAPES if data == "shapes" else crf.DenseCRFConfig()
+    results = {"model": evaluate(model, loader, task, device),
+               "model + CRF": evaluate(crf.Refined(model, parameters), loader,
+                                       task, device)}
+    for name, metrics in results.items():
+        print(f"{name:12s} " + ", ".join(
+            f"{key} {metrics[key]:.4f}" for key in
+            ("miou", "boundary_iou", "pixel_accuracy") if key in metrics))
+    return results
 
 
 def check_resume(args, meta: dict) -> None:
