@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -75,9 +74,7 @@ def main(argv=None) -> None:
     config = shapes.ShapesConfig(image_size=b.image_size)
     train_set = shapes.Shapes("train", b.train_size, config)
     val_set = shapes.Shapes("val", b.val_size, config)
-    device_name = (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
-                   else f"CPU ({platform.processor() or platform.machine()}, "
-                        f"{torch.get_num_threads()} threads)")
+    device_name = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={device_name} budget={b}", flush=True)
     results, previous = {}, None
     start_all, cpu_all = time.perf_counter(), time.process_time()

@@ -15,7 +15,6 @@ a shared machine, ``OMP_NUM_THREADS=1`` avoids thread oversubscription.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -40,9 +39,7 @@ def main() -> None:
                               train=True, task="instance")
     val_set = build_dataset("shapes", "val", None, b.image_size, b.val_size,
                             task="instance")
-    device_name = (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
-                   else f"CPU ({platform.processor() or platform.machine()}, "
-                        f"{torch.get_num_threads()} threads)")
+    device_name = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={device_name} budget={b}", flush=True)
     torch.manual_seed(0)
     model = MaskRCNN.for_profile(rt.profile, b.image_size, K, width=b.width)

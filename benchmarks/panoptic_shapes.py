@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 
 import torch
@@ -75,9 +74,7 @@ def main() -> None:
                                    ("val_size", args.val_size),
                                    ("epochs", args.epochs)) if v is not None}
     b = dataclasses.replace(rt.budget, **overrides)
-    device_name = (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
-                   else f"CPU ({platform.processor() or platform.machine()}, "
-                        f"{torch.get_num_threads()} threads)")
+    device_name = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={device_name} budget={b}", flush=True)
 
     torch.manual_seed(0)

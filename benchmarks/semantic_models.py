@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -106,9 +105,7 @@ def main(argv=None) -> int:
     config = shapes.ShapesConfig(image_size=b.image_size)
     train_set = shapes.Shapes("train", b.train_size, config)
     val_set = shapes.Shapes("val", b.val_size, config)
-    machine = (torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda"
-               else f"CPU ({platform.processor() or platform.machine()}, "
-                    f"{torch.get_num_threads()} threads)")
+    machine = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={machine} budget={b}", flush=True)
     rows, start = [], time.perf_counter()
     for key in args.models:

@@ -77,3 +77,8 @@ def test_setup_in_ci():
     assert rt.profile == "ci" and rt.device.type == "cpu" and rt.deterministic
     assert not rt.progress and not rt.amp
     runtime.set_deterministic(False)
+
+
+def test_describe_device_names_the_cpu_and_its_threads():
+    text = runtime.describe_device(torch.device("cpu"))
+    assert text.startswith("CPU (") and f"{torch.get_num_threads()} threads" in text

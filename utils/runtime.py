@@ -19,6 +19,7 @@ Unset, the profile is ``gpu`` where CUDA is available and ``cpu`` otherwise.
 from __future__ import annotations
 
 import os
+import platform
 import random
 from dataclasses import dataclass
 
@@ -81,6 +82,15 @@ def _check_device(name: str) -> torch.device:
             "expected cpu, cuda, cuda:N or mps"
         )
     return dev
+
+
+def describe_device(dev: torch.device) -> str:
+    """The device in words, for the heading of a measured figure: the GPU's
+    name, or the CPU's architecture and torch's thread count."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return (f"CPU ({platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads)")
 
 
 def seed_everything(seed: int) -> None:
