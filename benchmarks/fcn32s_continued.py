@@ -38,9 +38,7 @@ def main(argv=None) -> None:
                      "with --keep first)")
     rt = runtime.setup("03_fcn")
     b = rt.budget
-    config = shapes.ShapesConfig(image_size=b.image_size)
-    train_set = shapes.Shapes("train", b.train_size, config)
-    val_set = shapes.Shapes("val", b.val_size, config)
+    train_set, val_set = shapes.budget_splits(b)
     torch.manual_seed(0)
     model = FCN32s(shapes.NUM_CLASSES, width=b.width)
     model.load_state_dict(torch.load(args.weights, map_location="cpu"))

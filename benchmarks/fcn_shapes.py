@@ -71,9 +71,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rt = runtime.setup("03_fcn")
     b = rt.budget
-    config = shapes.ShapesConfig(image_size=b.image_size)
-    train_set = shapes.Shapes("train", b.train_size, config)
-    val_set = shapes.Shapes("val", b.val_size, config)
+    train_set, val_set = shapes.budget_splits(b)
     device_name = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={device_name} budget={b}", flush=True)
     results, previous = {}, None

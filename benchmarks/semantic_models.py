@@ -102,9 +102,7 @@ def main(argv=None) -> int:
         return 0
     rt = runtime.setup(CHAPTER)
     b = rt.budget
-    config = shapes.ShapesConfig(image_size=b.image_size)
-    train_set = shapes.Shapes("train", b.train_size, config)
-    val_set = shapes.Shapes("val", b.val_size, config)
+    train_set, val_set = shapes.budget_splits(b)
     machine = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={machine} budget={b}", flush=True)
     rows, start = [], time.perf_counter()

@@ -87,9 +87,7 @@ def main(argv=None) -> None:
                                  ("image_size", args.image_size)) if v is not None}
     b = budget("03_fcn", rt.profile, **changes)
     K = shapes.NUM_CLASSES
-    config = shapes.ShapesConfig(image_size=b.image_size)
-    train_set = shapes.Shapes("train", b.train_size, config)
-    val_set = shapes.Shapes("val", b.val_size, config)
+    train_set, val_set = shapes.budget_splits(b)
     train_config = TrainConfig.from_budget(b, progress=False)
     print(f"profile={rt.profile} threads={torch.get_num_threads()} budget={b}",
           flush=True)

@@ -149,3 +149,14 @@ def test_cells_touch_and_separate():
     assert touching > 0, "no two cells touch: the variant lost its point"
     with pytest.raises(ValueError, match="min_cells"):
         CellsConfig(min_cells=0)
+
+
+def test_budget_splits_are_the_budgets_sizes_and_differ():
+    from utils.budgets import budget
+
+    b = budget("03_fcn", "ci")
+    train, val = shapes.budget_splits(b)
+    assert (len(train), len(val)) == (b.train_size, b.val_size)
+    image, _ = train[0]
+    assert image.shape[-2:] == (b.image_size, b.image_size)
+    assert not torch.equal(image, val[0][0])

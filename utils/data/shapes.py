@@ -342,6 +342,14 @@ class Shapes(torch.utils.data.Dataset):
         return image, target
 
 
+def budget_splits(budget) -> tuple[Shapes, Shapes]:
+    """The training and validation sets a budget (``utils.budgets.Budget``)
+    names: ``train_size`` and ``val_size`` images of ``image_size`` pixels."""
+    config = ShapesConfig(image_size=budget.image_size)
+    return (Shapes("train", budget.train_size, config),
+            Shapes("val", budget.val_size, config))
+
+
 def to_target(sample: ShapesSample, task: str):
     """The torch target of ``task`` for one :class:`ShapesSample`."""
     if task == "semantic":
