@@ -361,14 +361,29 @@ def fake_coco():
             {"id": 300, "category_id": 1, "iscrowd": 0},
             {"id": 70000, "category_id": 187, "iscrowd": 0},
             {"id": 5, "category_id": 18, "iscrowd": 1}]}]}
+    # train: sky above a dog (a thing, as in the instances' polygon's box)
+    train_ids = np.zeros((h, w), np.int64)
+    train_ids[:6] = 70000
+    train_ids[2:8, 2:8] = 301
+    train_png = {"panoptic_train2017/000000000005.png":
+                 fake.rgb_png(id_to_rgb(train_ids))}
+    pan_train = {"images": images["train"], "categories": pan_cats,
+                 "annotations": [{"image_id": 5, "file_name": "000000000005.png",
+                                  "segments_info": [
+                                      {"id": 301, "category_id": 18, "iscrowd": 0},
+                                      {"id": 70000, "category_id": 187,
+                                       "iscrowd": 0}]}]}
     pan_zip = fake.zip_bytes({
         "annotations/panoptic_val2017.json": json.dumps(pan).encode(),
-        "annotations/panoptic_val2017.zip": fake.zip_bytes(pan_png)})
+        "annotations/panoptic_val2017.zip": fake.zip_bytes(pan_png),
+        "annotations/panoptic_train2017.json": json.dumps(pan_train).encode(),
+        "annotations/panoptic_train2017.zip": fake.zip_bytes(train_png)})
     expected = {"dog": dog, "crowd": crowd, "panoptic_ids": ids}
     return ann_files, jpgs, pan_zip, expected
 
 
 def test_coco_end_to_end_with_panoptic(server, monkeypatch, tmp_path):
+    from utils.data import coco
     from utils.data.coco import COCO
 
     base, state = server
@@ -397,13 +412,13 @@ def test_coco_end_to_end_with_panoptic(server, monkeypatch, tmp_path):
     assert np.array_equal(semantic.numpy(), want)
     assert COCO(root, "val", "instance")[1][1]["masks"].shape == (0, 12, 16)
     pan = COCO(root, "val", "panoptic")
-    assert pan.classes == ("person", "dog", "sky-other-merged")
+    assert pan.classes == coco.PANOPTIC_CLASSES and len(pan.classes) == 133
     _, panoptic = pan[0]
     ids = expected["panoptic_ids"]
     want = np.zeros((12, 16, 2), np.int64)
     want[..., 0] = 255
-    want[ids == 300] = (0, 1)
-    want[ids == 70000] = (2, 0)
+    want[ids == 300] = (0, 1)  # person: index 0 of the 133
+    want[ids == 70000] = (119, 0)  # sky-other-merged (id 187): the 40th stuff
     assert np.array_equal(panoptic.numpy(), want)
     n = len(state.requests)
     code, out = run_script("coco", root, base, "--splits", "val", "--panoptic")
@@ -440,6 +455,85 @@ def test_coco_subset_downloads_single_images(server, monkeypatch, tmp_path):
     code, out = run_script("coco", root, base, "--splits", "val")
     assert code == 0 and "val: 3 images" in out, out
     assert len(build_dataset("coco", "val", root)) == 3
+
+
+def prepare_coco_subset(server, monkeypatch, tmp_path, *extra):
+    """``data_scripts.coco --subset 1`` (train: image 5, val: image 1) on the
+    fake COCO; returns the prepared folder."""
+    base, state = server
+    ann_files, jpgs, pan_zip, _ = fake_coco()
+    publish(monkeypatch, state, {"coco_annotations": fake.zip_bytes(ann_files),
+                                 "coco_panoptic": pan_zip})
+    for (split, name), data in jpgs.items():
+        state.add(f"/{split}2017/{name}", data)
+    root = tmp_path / "coco"
+    code, out = run_script("coco", root, base, "--subset", "1", *extra)
+    assert code == 0, out
+    return root
+
+
+def train_on_coco(root, model, out, *extra):
+    """``python -m utils.train`` in the ci profile on tiny images; returns the
+    exit code and what it printed."""
+    from utils.train.cli import main as train_main
+
+    with redirect_stdout(io.StringIO()) as log:
+        code = train_main(["--model", model, "--data", "coco", "--data-root",
+                           str(root), "--image-size", "32", "--batch-size", "1",
+                           "--width", "0.125", "--profile", "ci", "--no-progress",
+                           "--out", str(out), *extra])
+    return code, log.getvalue()
+
+
+def metrics_rows(out) -> list[dict]:
+    import csv
+
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_panoptic_fpn_on_a_coco_subset_prepared_with_panoptic(
+        server, monkeypatch, tmp_path):
+    import math
+
+    root = prepare_coco_subset(server, monkeypatch, tmp_path, "--panoptic")
+    run = tmp_path / "panoptic_fpn"
+    code, log = train_on_coco(root, "panoptic_fpn", run, "--epochs", "1")
+    assert code == 0, log
+    assert "on coco (panoptic): 1 train / 1 val images" in log
+    (row,) = metrics_rows(run)
+    for key in ("pq", "sq", "rq", "pq_things", "pq_stuff", "loss_sem_seg",
+                "loss_mask", "loss_classifier", "loss_objectness", "train_loss"):
+        assert math.isfinite(float(row[key])), (key, row)
+    assert 0 <= float(row["pq"]) <= 1
+    with Image.open(run / "predictions.png") as png:
+        assert png.size[0] > 100 and png.size[1] > 100
+    # resumes from its checkpoint for one more epoch
+    code, log = train_on_coco(root, "panoptic_fpn", run, "--epochs", "2",
+                              "--resume", str(run / "checkpoint.pt"))
+    assert code == 0, log
+    assert [r["epoch"] for r in metrics_rows(run)] == ["1", "2"]
+
+
+def test_train_maskrcnn_on_coco_and_panoptic_needs_the_panoptic_files(
+        server, monkeypatch, tmp_path, capsys):
+    import math
+
+    root = prepare_coco_subset(server, monkeypatch, tmp_path)  # no --panoptic
+    run = tmp_path / "maskrcnn"
+    code, log = train_on_coco(root, "maskrcnn", run, "--epochs", "1")
+    assert code == 0, log
+    assert "on coco (instance): 1 train / 1 val images" in log
+    (row,) = metrics_rows(run)
+    assert all(math.isfinite(float(row[k])) for k in ("mask_ap", "box_ap"))
+    assert (run / "predictions.png").is_file()
+    capsys.readouterr()
+    code, log = train_on_coco(root, "panoptic_fpn", tmp_path / "pan", "--epochs",
+                              "1")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "no panoptic annotations" in err
+    assert f"python -m data_scripts.coco --root {root} --panoptic" in err
 
 
 # ------------------------------------------------------------------- Weights

@@ -13,9 +13,12 @@ Targets, per ``task`` (the contract of :mod:`utils.data.shapes`):
   [N, H, W]``; crowd regions are left out;
 - ``"semantic"``: ``int64 [H, W]``, 0 = background, 1..80 the things, crowd
   regions 255 (later annotations paint over earlier ones);
-- ``"panoptic"``: ``int64 [H, W, 2]`` (category index into the panoptic
-  json's 133 categories, instance id 1.. for things, 0 for stuff); void and
-  crowd are (255, 0).
+- ``"panoptic"``: ``int64 [H, W, 2]`` (category index into
+  :data:`PANOPTIC_CATEGORIES`, COCO panoptic 2017's 133 categories in id
+  order: 0..79 the things, 80..132 the stuff; instance id 1.. for things, 0
+  for stuff); void and crowd are (255, 0). The panoptic json's categories
+  must be among these 133 (same id, name and isthing); each PNG must have its
+  image's size and hold only the ids of its ``segments_info`` (and 0, void).
 """
 
 from __future__ import annotations
@@ -59,12 +62,44 @@ CATEGORIES = (
     (85, "clock"), (86, "vase"), (87, "scissors"), (88, "teddy bear"),
     (89, "hair drier"), (90, "toothbrush"),
 )  # fmt: skip
+# The 53 stuff categories of COCO panoptic 2017: (COCO category id, name).
+STUFF_CATEGORIES = (
+    (92, "banner"), (93, "blanket"), (95, "bridge"), (100, "cardboard"),
+    (107, "counter"), (109, "curtain"), (112, "door-stuff"), (118, "floor-wood"),
+    (119, "flower"), (122, "fruit"), (125, "gravel"), (128, "house"),
+    (130, "light"), (133, "mirror-stuff"), (138, "net"), (141, "pillow"),
+    (144, "platform"), (145, "playingfield"), (147, "railroad"), (148, "river"),
+    (149, "road"), (151, "roof"), (154, "sand"), (155, "sea"), (156, "shelf"),
+    (159, "snow"), (161, "stairs"), (166, "tent"), (168, "towel"),
+    (171, "wall-brick"), (175, "wall-stone"), (176, "wall-tile"),
+    (177, "wall-wood"), (178, "water-other"), (180, "window-blind"),
+    (181, "window-other"), (184, "tree-merged"), (185, "fence-merged"),
+    (186, "ceiling-merged"), (187, "sky-other-merged"), (188, "cabinet-merged"),
+    (189, "table-merged"), (190, "floor-other-merged"), (191, "pavement-merged"),
+    (192, "mountain-merged"), (193, "grass-merged"), (194, "dirt-merged"),
+    (195, "paper-merged"), (196, "food-other-merged"),
+    (197, "building-other-merged"), (198, "rock-merged"),
+    (199, "wall-other-merged"), (200, "rug-merged"),
+)  # fmt: skip
 CLASSES = ("background",) + tuple(name for _, name in CATEGORIES)
 NUM_CLASSES = len(CLASSES)  # 81
 # COCO category id -> label (1..80); ids are not contiguous (12, 26, ... unused)
 CATEGORY_TO_LABEL = {cat: k + 1 for k, (cat, _) in enumerate(CATEGORIES)}
 # COCO has no official palette for semantic maps; VOC's colour map is used.
 PALETTE = voc_palette(256)
+# COCO panoptic 2017's 133 categories in the order of their ids (that of
+# panoptic_{split}2017.json and of detectron2): (COCO id, name, isthing). The
+# panoptic targets' category ids are indices into this tuple.
+PANOPTIC_CATEGORIES = (tuple((cat, name, True) for cat, name in CATEGORIES)
+                       + tuple((cat, name, False) for cat, name in STUFF_CATEGORIES))
+PANOPTIC_CLASSES = tuple(name for _, name, _ in PANOPTIC_CATEGORIES)
+PANOPTIC_THING_IDS = tuple(range(len(CATEGORIES)))  # 0..79; 80..132 are stuff
+# COCO category id -> index into PANOPTIC_CATEGORIES
+PANOPTIC_INDEX = {cat: k for k, (cat, _, _) in enumerate(PANOPTIC_CATEGORIES)}
+# Panoptic maps: category k in VOC's colour k + 1 (none black), void white
+# as in Shapes' palette (COCO's own panoptic colours are not used).
+PANOPTIC_PALETTE = np.roll(voc_palette(256), -1, axis=0)
+PANOPTIC_PALETTE[IGNORE_INDEX] = (255, 255, 255)
 SPLITS = ("train", "val")
 TASKS = ("instance", "semantic", "panoptic")
 
@@ -116,21 +151,22 @@ class COCO(torch.utils.data.Dataset):
         self.files, self.split, self.task = split_files(root, split), split, task
         self.transform = transform
         key = "panoptic" if task == "panoptic" else "instances"
-        if not self.files[key].is_file():
+        path = self.files.get(key)  # prepared without --panoptic: no entry
+        if path is None or not path.is_file():
+            where = path or Path(root) / "prepared.json"
+            what = ("has no panoptic annotations" if path is None
+                    else "does not exist")
             raise FileNotFoundError(
-                f"{self.files[key]} does not exist; prepare COCO with python -m "
-                "data_scripts.coco --root DIR" + (" --panoptic" if key == "panoptic"
-                                                  else ""))
-        data = json.loads(self.files[key].read_text())
+                f"{where} {what}; prepare COCO with python -m data_scripts.coco "
+                f"--root {root}" + (" --panoptic" if key == "panoptic" else ""))
+        data = json.loads(path.read_text())
         self.images = sorted(data["images"], key=lambda im: im["id"])
         self.annotations = defaultdict(list)
         for ann in data["annotations"]:
             self.annotations[ann["image_id"]].append(ann)
         if task == "panoptic":
-            cats = sorted(data["categories"], key=lambda c: c["id"])
-            self.classes = tuple(c["name"] for c in cats)
-            self.category_index = {c["id"]: k for k, c in enumerate(cats)}
-            self.is_thing = {c["id"]: bool(c["isthing"]) for c in cats}
+            self.classes = PANOPTIC_CLASSES
+            self.category_index = panoptic_category_index(data["categories"], path)
         else:
             self.classes = CLASSES
 
@@ -179,15 +215,49 @@ class COCO(torch.utils.data.Dataset):
         out[..., 0] = IGNORE_INDEX
         if ann is None:
             return torch.from_numpy(out)
-        with Image.open(self.files["panoptic_masks"] / ann["file_name"]) as png:
+        path = self.files["panoptic_masks"] / ann["file_name"]
+        with Image.open(path) as png:
+            if png.size != (w, h):
+                raise ValueError(f"{path} is {png.size[0]} x {png.size[1]} pixels, "
+                                 f"its image {info['file_name']} {w} x {h}")
             ids = rgb_to_id(np.asarray(png.convert("RGB")))
-        instance = 0
-        for seg in ann["segments_info"]:
-            where = ids == seg["id"]
+        segments = {seg["id"] for seg in ann["segments_info"]}
+        # One pass over the pixels: the ids present, each pixel's index in them.
+        present, where = np.unique(ids, return_inverse=True)
+        unknown = [int(i) for i in present if i != 0 and i not in segments]
+        if unknown:
+            raise ValueError(f"{path} has segment ids {unknown[:5]} that its "
+                             f"segments_info does not list (it lists "
+                             f"{sorted(segments)[:10]})")
+        value, instance = {}, 0  # segment id -> (category, instance id)
+        for seg in ann["segments_info"]:  # things numbered in this order
+            category = self.category_index.get(seg["category_id"])
+            if category is None:
+                raise ValueError(f"{path}: segment {seg['id']} has category_id "
+                                 f"{seg['category_id']}, which is not among the "
+                                 f"categories of {self.files['panoptic']}")
             if seg.get("iscrowd", 0):
-                continue  # stays void
-            thing = self.is_thing[seg["category_id"]]
+                continue  # a crowd stays void
+            thing = category in PANOPTIC_THING_IDS
             instance += thing
-            out[where, 0] = self.category_index[seg["category_id"]]
-            out[where, 1] = instance if thing else 0
-        return torch.from_numpy(out)
+            value[seg["id"]] = (category, instance if thing else 0)
+        pairs = np.array([value.get(int(i), (IGNORE_INDEX, 0)) for i in present],
+                         np.int64).reshape(-1, 2)
+        return torch.from_numpy(pairs[where.reshape(h, w)])
+
+
+def panoptic_category_index(categories, path) -> dict:
+    """COCO category id -> index into :data:`PANOPTIC_CATEGORIES`, for the
+    ``categories`` of a panoptic json; ``ValueError`` unless each is one of
+    COCO panoptic 2017's (same id, name and isthing)."""
+    index = {}
+    for cat in categories:
+        k = PANOPTIC_INDEX.get(cat.get("id"))
+        if k is None or PANOPTIC_CATEGORIES[k][1:] != (cat.get("name"),
+                                                        bool(cat.get("isthing"))):
+            raise ValueError(
+                f"{path}: category {json.dumps(cat)[:120]} is not one of COCO "
+                "panoptic 2017's 133 (id, name, isthing): utils.data.coco."
+                "PANOPTIC_CATEGORIES")
+        index[cat["id"]] = k
+    return index

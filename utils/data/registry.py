@@ -10,20 +10,37 @@ contract, ``dataset[i] == (image float32 [3, H, W] in [0, 1], target)``:
 - ``"panoptic"``: the instance keys, plus ``semantic`` and ``panoptic``
   (``int64 [H, W, 2]``: semantic category, instance id).
 
+A dataset whose tasks number their classes differently names each task's
+classes in ``DatasetSpec.per_task`` (:meth:`DatasetSpec.for_task`). COCO:
+the semantic and instance tasks have 81 classes (background + the 80 things);
+the panoptic task has COCO panoptic 2017's 133 categories, indexed 0..132 in
+the order of their COCO ids (:data:`utils.data.coco.PANOPTIC_CATEGORIES`):
+the things 0..79 (instance labels 1..80), the stuff 80..132, void 255 (crowd
+regions too). That is the contiguous indexing detectron2 uses, and Panoptic
+FPN's semantic branch then predicts 54 classes, "a thing" and the 53 stuff
+(:mod:`utils.models.panoptic.panoptic_fpn`), as detectron2's COCO model does.
+
 Real datasets (``data_scripts/``) add an entry here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from utils.data import IGNORE_INDEX, camvid, cityscapes, coco, pets, shapes, voc
-from utils.data.transforms import Compose, RandomHorizontalFlip, train_transform
+from utils.data.targets import instances_from_panoptic
+from utils.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    detection_transform,
+    train_transform,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,15 @@ class DatasetSpec:
     about: str  # one line for --help
     tasks: tuple[str, ...] = ("semantic",)  # the targets it can give
     thing_ids: tuple[int, ...] = ()  # semantic ids of the thing classes
+    # task -> {"classes": ..., "palette": ..., "thing_ids": ...} where a task
+    # numbers its classes otherwise (COCO's panoptic 133 categories)
+    per_task: dict = field(default_factory=dict)
+
+    def for_task(self, task: str) -> DatasetSpec:
+        """This spec with the classes, palette and thing ids of ``task``."""
+        if task not in self.per_task:
+            return self
+        return dataclasses.replace(self, **self.per_task[task], per_task={})
 
     @property
     def instance_classes(self) -> tuple[str, ...]:
@@ -62,6 +88,22 @@ class ThingLabels:
         return image, {**target, "labels": self.lookup[target["labels"]]}
 
 
+class PanopticTargets:
+    """Joint transform: a panoptic map ``int64 [H, W, 2]`` to all of Panoptic
+    FPN's targets, as Shapes gives them: ``semantic`` (its categories, 255 =
+    void), Mask R-CNN's ``boxes``, ``labels`` (1..T) and ``masks``
+    (:func:`utils.data.targets.instances_from_panoptic`) and ``panoptic``.
+    Applied after the geometric transforms, so masks and map always agree."""
+
+    def __init__(self, thing_ids):
+        self.thing_ids = tuple(thing_ids)
+
+    def __call__(self, image, target):
+        return image, {"semantic": target[..., 0].clone(),
+                       **instances_from_panoptic(target, self.thing_ids),
+                       "panoptic": target}
+
+
 def _build_shapes(split, root, image_size, length, train, task="semantic"):
     config = shapes.ShapesConfig(image_size=image_size)
     steps = [RandomHorizontalFlip()] if train else []
@@ -77,13 +119,21 @@ def _build_shapes(split, root, image_size, length, train, task="semantic"):
 def _real(make):
     """A ``build`` for a prepared real dataset: ``make(root, split, transform)``.
 
-    Training samples get a random scale in [0.5, 2], a crop to ``image_size``
-    and a flip; validation samples are whole images (``pad_collate`` pads a
-    batch of different sizes). ``length`` keeps the first samples.
+    Semantic training samples get a random scale in [0.5, 2], a crop to
+    ``image_size`` and a flip; semantic validation samples are whole images
+    (``pad_collate`` pads a batch of different sizes). Instance and panoptic
+    samples of both splits are whole images with their shorter side resized
+    to ``image_size``, as Mask R-CNN resizes them itself, and flipped in
+    training (:func:`~utils.data.transforms.detection_transform`); so their
+    metrics are measured at that size, not at the images' own. ``length``
+    keeps the first samples.
     """
 
     def build(split, root, image_size, length, train, task="semantic"):
-        transform = train_transform(image_size) if train else None
+        if task == "semantic":
+            transform = train_transform(image_size) if train else None
+        else:
+            transform = detection_transform(image_size, train)
         dataset = make(root, split, transform, task)
         if length is not None and length < len(dataset):
             dataset = torch.utils.data.Subset(dataset, range(length))
@@ -111,6 +161,8 @@ def _cityscapes(root, split, transform, task):
 
 
 def _coco(root, split, transform, task):
+    if task == "panoptic":
+        transform = Compose([transform, PanopticTargets(coco.PANOPTIC_THING_IDS)])
     return coco.COCO(root, split, task, transform)
 
 
@@ -138,9 +190,12 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "coco": DatasetSpec(
         coco.CLASSES, coco.PALETTE, _real(_coco), True,
-        "COCO 2017: semantic maps (80 things + background) or instances: "
-        "data_scripts.coco",
-        ("semantic", "instance"), tuple(range(1, coco.NUM_CLASSES)),
+        "COCO 2017: semantic maps (80 things + background), instances, or "
+        "panoptic (133 categories; prepared with --panoptic): data_scripts.coco",
+        ("semantic", "instance", "panoptic"), tuple(range(1, coco.NUM_CLASSES)),
+        {"panoptic": {"classes": coco.PANOPTIC_CLASSES,
+                      "palette": coco.PANOPTIC_PALETTE,
+                      "thing_ids": coco.PANOPTIC_THING_IDS}},
     ),
 }  # fmt: skip
 

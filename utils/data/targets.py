@@ -1,5 +1,6 @@
 """Targets derived from other targets, one copy each: boxes from masks, the
-band around label edges, and dropping instances that occlusion left too small.
+band around label edges, dropping instances that occlusion left too small, and
+Mask R-CNN's instances from a panoptic map (COCO panoptic's training targets).
 
 Every dataset (Shapes, Cells, COCO), the joint transforms and the boundary
 metric use these; chapter 00 introduces boxes from masks, chapter 01 the band.
@@ -88,3 +89,29 @@ def drop_small_instances(instance_map: np.ndarray, count: int, min_visible: int
     relabel[keep + 1] = np.arange(1, len(keep) + 1)
     dropped = (instance_map > 0) & (relabel[instance_map] == 0)
     return relabel[instance_map], keep, dropped
+
+
+def instances_from_panoptic(panoptic: torch.Tensor, thing_ids) -> dict:
+    """Mask R-CNN's targets from a panoptic map ``int64 [H, W, 2]`` (category,
+    instance id; void ``(255, 0)``): one mask per thing segment.
+
+    A thing segment is a (category, instance id) pair with the category in
+    ``thing_ids`` and an instance id > 0; stuff and void make no instance.
+    Returns ``boxes float32 [N, 4]`` (:func:`boxes_from_masks`), ``labels int64
+    [N]`` in 1..T (label ``k`` is category ``thing_ids[k - 1]``) and ``masks
+    uint8 [N, H, W]``, in the order of (instance id, category).
+    """
+    if panoptic.ndim != 3 or panoptic.shape[-1] != 2:
+        raise ValueError(f"panoptic must be [H, W, 2], got {list(panoptic.shape)}")
+    category, instance = panoptic[..., 0], panoptic[..., 1]
+    things = torch.as_tensor(tuple(thing_ids), dtype=category.dtype)
+    thing = torch.isin(category, things) & (instance > 0)
+    # Every (instance id, category) pair of thing pixels, sorted: one segment.
+    pairs = torch.stack([instance[thing], category[thing]], dim=1)
+    segments = torch.unique(pairs, dim=0) if len(pairs) else pairs.reshape(0, 2)
+    masks = ((instance[None] == segments[:, 0, None, None])
+             & (category[None] == segments[:, 1, None, None])).to(torch.uint8)
+    # label = 1 + position of the category in thing_ids
+    labels = 1 + (segments[:, 1, None] == things[None]).int().argmax(dim=1)
+    return {"boxes": boxes_from_masks(masks), "labels": labels.to(torch.int64),
+            "masks": masks}

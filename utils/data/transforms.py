@@ -19,6 +19,8 @@ dropped. Randomness comes from torch's global generator, so
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -200,6 +202,33 @@ class Resize:
         return f"Resize({self.size})"
 
 
+class ResizeShorterSide:
+    """Resize keeping the aspect ratio: the shorter side to ``size`` unless the
+    longer side would then pass ``max_size`` (default ``ceil(size * 1333 /
+    800)``, detectron's ratio), in which case the longer side to ``max_size``.
+
+    Mask R-CNN's own resize (:mod:`utils.models.detection.transform`, the same
+    scale), done on the data so that the model's resize of these images is
+    the identity and its losses are computed at the size of the targets.
+    """
+
+    def __init__(self, size: int, max_size: int | None = None):
+        self.size = size
+        self.max_size = max_size or math.ceil(size * 1333 / 800)
+        if not 0 < size <= self.max_size:
+            raise ValueError(f"need 0 < size <= max_size, got {size}, {max_size}")
+
+    def __call__(self, image, target):
+        check_pair(image, target)
+        h, w = image.shape[1:]
+        scale = min(self.size / min(h, w), self.max_size / max(h, w))
+        return Resize((max(1, round(h * scale)), max(1, round(w * scale))))(
+            image, target)
+
+    def __repr__(self):
+        return f"ResizeShorterSide({self.size}, max_size={self.max_size})"
+
+
 class RandomScale:
     """Scale both sides by one factor drawn uniformly from ``[low, high]``."""
 
@@ -335,3 +364,11 @@ def _pair(size):
 def train_transform(crop: int, scale=(0.5, 2.0)) -> Compose:
     """The usual training augmentation: random scale, crop and flip."""
     return Compose([RandomScale(*scale), RandomCrop(crop), RandomHorizontalFlip()])
+
+
+def detection_transform(size: int, train: bool) -> Compose:
+    """Instance and panoptic targets of real images (torchvision's Mask R-CNN
+    recipe): the shorter side resized to ``size`` (:class:`ResizeShorterSide`)
+    and, in training, a horizontal flip; whole images, never cropped."""
+    steps = [ResizeShorterSide(size)]
+    return Compose(steps + [RandomHorizontalFlip()] if train else steps)

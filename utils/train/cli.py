@@ -190,8 +190,8 @@ def plan(args) -> Plan:
         raise UsageError(
             f"unknown dataset {args.data!r}; choose from {sorted(DATASETS)}"
         )
-    spec = DATASETS[args.data]
     task_name = getattr(MODELS[args.model], "task", "semantic")
+    spec = DATASETS[args.data].for_task(task_name)  # the task's classes
     if getattr(args, "crf", False) and task_name != "semantic":
         raise UsageError(f"--crf refines semantic models; --model {args.model} is "
                          f"a {task_name} model")
