@@ -15,7 +15,9 @@ annotation gives (a truncated JPEG fails), and the SHA-256 of every file
 accepted is recorded so that a later run notices damage.
 
 Read the result with :class:`utils.data.coco.COCO` (instance, semantic or
-panoptic targets) or ``--data coco`` (semantic, 81 classes).
+panoptic targets) or ``--data coco`` (the model's task: semantic maps of 81
+classes, instances, or, prepared with ``--panoptic``, panoptic maps of 133
+categories).
 """
 
 from __future__ import annotations
