@@ -87,7 +87,9 @@ def write_coco(root: Path, ids=None, segments=None, categories=None,
             fake.rgb_png(id_to_rgb(ids)))
         (root / "panoptic_annotations").mkdir(exist_ok=True)
         (root / "panoptic_annotations" / f"panoptic_{split}2017.json").write_text(
-            json.dumps({"images": [image], "categories": categories or CATEGORIES,
+            json.dumps({"images": [image],
+                        "categories": CATEGORIES if categories is None
+                        else None if categories == "none" else categories,
                         "annotations": [{"image_id": 1,
                                          "file_name": "000000000001.png",
                                          "segments_info": segments or SEGMENTS_INFO}]}))
@@ -208,6 +210,10 @@ BAD = {
                                                    "name": "grass-merged",
                                                    "isthing": 1}]},
         "is not one of COCO panoptic 2017's 133"),
+    "panoptic json without categories": (
+        lambda: {"categories": "none"},
+        "panoptic_train2017.json is not a COCO panoptic file (it needs the lists "
+        "images, annotations, categories)"),
     "prepared without --panoptic": (
         lambda: {"panoptic": False},
         "does not exist; prepare COCO with python -m data_scripts.coco --root"),

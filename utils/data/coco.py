@@ -160,6 +160,12 @@ class COCO(torch.utils.data.Dataset):
                 f"{where} {what}; prepare COCO with python -m data_scripts.coco "
                 f"--root {root}" + (" --panoptic" if key == "panoptic" else ""))
         data = json.loads(path.read_text())
+        wanted = ("images", "annotations") + (("categories",) if key == "panoptic"
+                                              else ())
+        if not isinstance(data, dict) or not all(
+                isinstance(data.get(k), list) for k in wanted):
+            raise ValueError(f"{path} is not a COCO {key} file (it needs the "
+                             f"lists {', '.join(wanted)})")
         self.images = sorted(data["images"], key=lambda im: im["id"])
         self.annotations = defaultdict(list)
         for ann in data["annotations"]:
