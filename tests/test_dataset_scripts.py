@@ -457,17 +457,20 @@ def test_coco_subset_downloads_single_images(server, monkeypatch, tmp_path):
     assert len(build_dataset("coco", "val", root)) == 3
 
 
-def prepare_coco_subset(server, monkeypatch, tmp_path, *extra):
-    """``data_scripts.coco --subset 1`` (train: image 5, val: image 1) on the
-    fake COCO; returns the prepared folder."""
+def prepare_coco(server, monkeypatch, tmp_path, *extra):
+    """``data_scripts.coco *extra`` on the fake COCO (``--subset 1``: train
+    image 5, val image 1; else train 5, val 1, 2 and 3); returns the folder."""
     base, state = server
     ann_files, jpgs, pan_zip, _ = fake_coco()
+    zips = {f"coco_{split}2017": fake.zip_bytes({
+        f"{split}2017/{n}": d for (s, n), d in jpgs.items() if s == split})
+        for split in ("train", "val")}
     publish(monkeypatch, state, {"coco_annotations": fake.zip_bytes(ann_files),
-                                 "coco_panoptic": pan_zip})
+                                 "coco_panoptic": pan_zip, **zips})
     for (split, name), data in jpgs.items():
         state.add(f"/{split}2017/{name}", data)
     root = tmp_path / "coco"
-    code, out = run_script("coco", root, base, "--subset", "1", *extra)
+    code, out = run_script("coco", root, base, *extra)
     assert code == 0, out
     return root
 
@@ -492,15 +495,17 @@ def metrics_rows(out) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_train_panoptic_fpn_on_a_coco_subset_prepared_with_panoptic(
-        server, monkeypatch, tmp_path):
+@pytest.mark.parametrize("subset", [["--subset", "1"], []], ids=["subset", "all"])
+def test_train_panoptic_fpn_on_coco_prepared_with_panoptic(
+        server, monkeypatch, tmp_path, subset):
     import math
 
-    root = prepare_coco_subset(server, monkeypatch, tmp_path, "--panoptic")
+    root = prepare_coco(server, monkeypatch, tmp_path, "--panoptic", *subset)
     run = tmp_path / "panoptic_fpn"
     code, log = train_on_coco(root, "panoptic_fpn", run, "--epochs", "1")
     assert code == 0, log
-    assert "on coco (panoptic): 1 train / 1 val images" in log
+    val = 1 if subset else 3
+    assert f"on coco (panoptic): 1 train / {val} val images" in log
     (row,) = metrics_rows(run)
     for key in ("pq", "sq", "rq", "pq_things", "pq_stuff", "loss_sem_seg",
                 "loss_mask", "loss_classifier", "loss_objectness", "train_loss"):
@@ -519,7 +524,7 @@ def test_train_maskrcnn_on_coco_and_panoptic_needs_the_panoptic_files(
         server, monkeypatch, tmp_path, capsys):
     import math
 
-    root = prepare_coco_subset(server, monkeypatch, tmp_path)  # no --panoptic
+    root = prepare_coco(server, monkeypatch, tmp_path, "--subset", "1")  # no --panoptic
     run = tmp_path / "maskrcnn"
     code, log = train_on_coco(root, "maskrcnn", run, "--epochs", "1")
     assert code == 0, log
