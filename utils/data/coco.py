@@ -19,6 +19,12 @@ Targets, per ``task`` (the contract of :mod:`utils.data.shapes`):
   for stuff); void and crowd are (255, 0). The panoptic json's categories
   must be among these 133 (same id, name and isthing); each PNG must have its
   image's size and hold only the ids of its ``segments_info`` (and 0, void).
+
+Deviations from COCO's panoptic evaluation (``panopticapi``): crowd regions
+are void, so :class:`utils.metrics.PanopticQuality` leaves them out of a
+prediction's IoU and FP test whatever their category, where panopticapi
+counts a crowd's pixels in the union and excuses only predictions of the
+crowd's own category.
 """
 
 from __future__ import annotations
