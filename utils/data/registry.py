@@ -19,6 +19,9 @@ the things 0..79 (instance labels 1..80), the stuff 80..132, void 255 (crowd
 regions too). That is the contiguous indexing detectron2 uses, and Panoptic
 FPN's semantic branch then predicts 54 classes, "a thing" and the 53 stuff
 (:mod:`utils.models.panoptic.panoptic_fpn`), as detectron2's COCO model does.
+Deviation from detectron2: crowd regions are void in the semantic target too
+(ignored by the loss), where its ``prepare_panoptic_fpn`` labels them "a
+thing".
 
 Real datasets (``data_scripts/``) add an entry here.
 """
