@@ -8,8 +8,11 @@ budget for the active profile (``COURSE_PROFILE``). Prints PQ, SQ and RQ for
 all categories, things and stuff on held-out images, parameters, training
 time (wall and CPU) and inference time per image, as a Markdown table::
 
-    COURSE_PROFILE=cpu python -m benchmarks.panoptic_shapes
+    OMP_NUM_THREADS=1 COURSE_PROFILE=cpu python -m benchmarks.panoptic_shapes \\
+        --out benchmarks/results/panoptic_shapes_cpu.json
 
+``--out`` also writes every figure as JSON (per class, and each network's
+metrics after every epoch); chapter 09 shows the table from that file.
 ``--train-size``, ``--val-size`` and ``--epochs`` override the budget (for a
 shorter run; the table then says so).
 On a shared machine, ``OMP_NUM_THREADS=1`` avoids thread oversubscription.
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+from data_scripts.common import write_json
 from utils import runtime
 from utils.data import shapes
 from utils.data.registry import build_dataset
@@ -35,7 +41,8 @@ THINGS, STUFFS, K = shapes.THING_IDS, shapes.STUFF_IDS, shapes.NUM_CLASSES
 
 
 def trained(model, task_name, task, b, device):
-    """``model`` trained on Shapes' ``task_name`` targets; (wall, CPU) seconds."""
+    """``model`` trained on Shapes' ``task_name`` targets: (wall, CPU) seconds
+    and its history (one row of losses and metrics per epoch)."""
     train_set = build_dataset("shapes", "train", None, b.image_size, b.train_size,
                               train=True, task=task_name)
     val_set = build_dataset("shapes", "val", None, b.image_size, b.val_size,
@@ -43,8 +50,19 @@ def trained(model, task_name, task, b, device):
     config = TrainConfig.from_budget(b, progress=False)
     wall, cpu = time.perf_counter(), time.process_time()
     kwargs = {"task": task} if task is not None else {"num_classes": K}
-    fit(model, train_set, val_set, config, device=device, **kwargs)
-    return time.perf_counter() - wall, time.process_time() - cpu
+    history = fit(model, train_set, val_set, config, device=device, **kwargs)
+    return time.perf_counter() - wall, time.process_time() - cpu, plain(history)
+
+
+def plain(x):
+    """``x`` with tensors and tuples turned into JSON's numbers and lists."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return x
 
 
 @torch.no_grad()
@@ -68,6 +86,7 @@ def main() -> None:
     for name in ("train-size", "val-size", "epochs"):
         parser.add_argument(f"--{name}", type=int, default=None,
                             help="override the budget's value")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     rt = runtime.setup("09_panoptic")
     overrides = {k: v for k, v in (("train_size", args.train_size),
@@ -76,6 +95,7 @@ def main() -> None:
     b = dataclasses.replace(rt.budget, **overrides)
     device_name = runtime.describe_device(rt.device)
     print(f"profile={rt.profile} device={device_name} budget={b}", flush=True)
+    wall_all, cpu_all = time.perf_counter(), time.process_time()
 
     torch.manual_seed(0)
     joint = PanopticFPN.for_profile(rt.profile, b.image_size, K, width=b.width,
@@ -91,7 +111,9 @@ def main() -> None:
     t_sem = trained(semantic, "semantic", None, b, rt.device)
     separate = SeparatePanoptic(semantic, mask_rcnn, THINGS, STUFFS,
                                 joint.config.fusion)
-    times_a = (t_inst[0] + t_sem[0], t_inst[1] + t_sem[1])
+    times_a = (t_inst[0] + t_sem[0], t_inst[1] + t_sem[1], None)
+    histories = {"panoptic_fpn": times_b[2], "mask_rcnn": t_inst[2],
+                 "semantic_fpn": t_sem[2]}
 
     rows = []
     for name, model, times in (("Mask R-CNN + semantic FPN, fused", separate,
@@ -106,11 +128,27 @@ def main() -> None:
     print("| system | PQ | SQ | RQ | PQ th | SQ th | RQ th | PQ st | SQ st | RQ st "
           "| params | train wall s (CPU s) | ms / image |")
     print("|---|" + "---:|" * 12)
-    for name, r, params, (wall, cpu), per_image in rows:
+    for name, r, params, (wall, cpu, _), per_image in rows:
         cells = " | ".join(f"{100 * r[k + s]:.1f}" for s in ("", "_things", "_stuff")
                            for k in ("pq", "sq", "rq"))
         print(f"| {name} | {cells} | {params:,} | {wall:.0f} ({cpu:.0f}) | "
               f"{1000 * per_image:.0f} |")
+    wall_all, cpu_all = time.perf_counter() - wall_all, time.process_time() - cpu_all
+    print(f"\nwhole run: wall {wall_all:.0f} s, CPU {cpu_all:.0f} s")
+    if args.out is not None:
+        write_json(args.out, {
+            "profile": rt.profile, "budget": dataclasses.asdict(b),
+            "overrides": overrides, "device": device_name,
+            "threads": torch.get_num_threads(),
+            "command": " ".join(["python", "-m", "benchmarks.panoptic_shapes",
+                                 *sys.argv[1:]]),
+            "classes": list(shapes.CLASSES), "things": list(THINGS),
+            "stuff": list(STUFFS), "wall_seconds": wall_all, "cpu_seconds": cpu_all,
+            "systems": [{"system": name, "params": params, "train_wall_s": t[0],
+                         "train_cpu_s": t[1], "ms_per_image": 1000 * per_image,
+                         **plain(r)} for name, r, params, t, per_image in rows],
+            "histories": histories})
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
