@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from data_scripts.common import write_json
+from benchmarks.record import plain, write_results
 from utils import runtime
 from utils.data import shapes
 from utils.data.registry import build_dataset
@@ -53,16 +53,6 @@ def trained(model, task_name, task, b, device):
     history = fit(model, train_set, val_set, config, device=device, **kwargs)
     return time.perf_counter() - wall, time.process_time() - cpu, plain(history)
 
-
-def plain(x):
-    """``x`` with tensors and tuples turned into JSON's numbers and lists."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return x
 
 
 @torch.no_grad()
@@ -136,7 +126,7 @@ def main() -> None:
     wall_all, cpu_all = time.perf_counter() - wall_all, time.process_time() - cpu_all
     print(f"\nwhole run: wall {wall_all:.0f} s, CPU {cpu_all:.0f} s")
     if args.out is not None:
-        write_json(args.out, {
+        write_results(args.out, {
             "profile": rt.profile, "budget": dataclasses.asdict(b),
             "overrides": overrides, "device": device_name,
             "threads": torch.get_num_threads(),

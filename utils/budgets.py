@@ -105,14 +105,14 @@ BUDGETS: dict[str, dict[str, Budget]] = {
     # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's.
     "08_mask_rcnn": {
         "ci": Budget(64, 192, 32, 3, 8, 0.125, 3e-3),
-        "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
+        "cpu": Budget(64, 2560, 128, 4, 8, 0.25, 2e-3),
         "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
     },
     # Chapter 09 trains Panoptic FPN (Mask R-CNN's budget: the same network
     # plus a light branch); ci: a few steps, to show the contract, not to learn.
     "09_panoptic": {
         "ci": Budget(64, 8, 4, 1, 4, 0.125, 3e-3),
-        "cpu": Budget(64, 4096, 128, 4, 8, 0.25, 2e-3),
+        "cpu": Budget(64, 2560, 128, 4, 8, 0.25, 2e-3),
         "gpu": Budget(128, 16384, 512, 24, 16, 1.0, 1e-3),
     },
     # Chapter 10 trains FCN-8s as chapter 03 does (train_size, epochs, batch,

@@ -150,9 +150,14 @@ class MaskRCNNConfig:
         """Settings for images of about ``image_size`` pixels in a profile.
 
         - every profile: the shorter side resized to ``image_size`` (longer
-          side at most ``image_size * 1333 / 800``); anchors scaled by
-          ``image_size / 256`` (at most 1: torchvision's from 256 pixels up,
-          ``8 .. 128`` for 64-pixel Shapes);
+          side at most ``image_size * 1333 / 800``), enlarged twice over when
+          ``image_size`` is under 256 pixels (Shapes: objects of 13 pixels
+          at the median become 26, as torchvision enlarges COCO's images to
+          800); anchors scaled by the resized side / 256 (at most 1:
+          torchvision's from 256 pixels up) and, when scaled down, a second
+          size per level, a factor sqrt(2) up (``(16, 23) .. (256, 362)`` for
+          64-pixel Shapes: 81 % of Shapes' objects then have an anchor at IoU
+          0.7, against 18 % with ``8 .. 128`` at 64 pixels);
         - ``ci`` and ``cpu``: fewer proposals (ci 150 / 50 after NMS, cpu
           300 / 100, train / test) and RoIs (64, 128 per image) and at most
           20 detections per image (Shapes has at most 6 objects);
@@ -162,11 +167,13 @@ class MaskRCNNConfig:
         """
         if profile not in ("ci", "cpu", "gpu"):
             raise ValueError(f"profile must be 'ci', 'cpu' or 'gpu', got {profile!r}")
-        scale = min(1.0, image_size / 256)
+        side = image_size * (2 if image_size < 256 else 1)
+        scale = min(1.0, side / 256)
+        sizes = tuple(max(1, round(s[0] * scale)) for s in cls.anchor_sizes)
         settings = dict(
-            min_size=image_size, max_size=math.ceil(image_size * 1333 / 800),
-            anchor_sizes=tuple((max(1, round(s[0] * scale)),) for s in
-                               cls.anchor_sizes))
+            min_size=side, max_size=math.ceil(side * 1333 / 800),
+            anchor_sizes=tuple((s, round(s * math.sqrt(2))) if scale < 1 else (s,)
+                               for s in sizes))
         if profile in ("ci", "cpu"):
             small = profile == "ci"
             settings.update(
