@@ -102,8 +102,10 @@ def test_defaults_are_torchvisions_maskrcnn_resnet50_fpn():
 
 def test_profiles_shrink_sizes_anchors_and_counts():
     ci = MaskRCNNConfig.for_profile("ci", 64)
-    assert (ci.min_size, ci.max_size) == (64, 107)
-    assert ci.anchor_sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert (ci.min_size, ci.max_size) == (128, 214)  # small images: enlarged 2x
+    assert ci.anchor_sizes == ((16, 23), (32, 45), (64, 91), (128, 181), (256, 362))
+    big = MaskRCNNConfig.for_profile("cpu", 256)  # from 256 px: as they are
+    assert (big.min_size, big.anchor_sizes) == (256, MaskRCNNConfig.anchor_sizes)
     assert ci.rpn_post_nms_top_n_test < MaskRCNNConfig.rpn_post_nms_top_n_test
     assert ci.box_batch_size_per_image < MaskRCNNConfig.box_batch_size_per_image
     gpu = MaskRCNNConfig.for_profile("gpu", 800)
@@ -114,11 +116,39 @@ def test_profiles_shrink_sizes_anchors_and_counts():
         MaskRCNNConfig.for_profile("laptop", 64)
 
 
+def test_profile_anchors_reach_shapes_objects_at_the_rpn_threshold():
+    """With the images enlarged 2x and two sizes per level, most Shapes objects
+    have an anchor at the RPN's positive IoU (0.7); with one size per level at
+    the images' own size, few do (the reason for the profile's choice)."""
+    from utils.data.registry import build_dataset
+    from utils.models.detection.anchors import AnchorGenerator
+    from utils.models.detection.boxes import box_iou
+    from utils.models.detection.image_list import ImageList
+
+    val = build_dataset("shapes", "val", None, 64, 60, task="instance")
+    boxes = torch.cat([val[i][1]["boxes"] for i in range(len(val))])
+
+    def covered(cfg):
+        side = cfg.min_size
+        gen = AnchorGenerator(cfg.anchor_sizes, cfg.aspect_ratios)
+        grids = [torch.zeros(1, 1, -(-side // s), -(-side // s))
+                 for s in (4, 8, 16, 32, 64)]
+        anchors = gen(ImageList(torch.zeros(1, 3, side, side), [(side, side)]),
+                      grids)[0]
+        best = box_iou(boxes * side / 64, anchors).max(dim=1).values
+        return (best >= 0.7).float().mean().item()
+
+    profile = covered(MaskRCNNConfig.for_profile("cpu", 64))
+    one_size = covered(MaskRCNNConfig.for_profile(
+        "cpu", 64, min_size=64, anchor_sizes=((8,), (16,), (32,), (64,), (128,))))
+    assert profile > 0.7 and one_size < 0.3, (profile, one_size)
+
+
 def test_registered_for_the_command_line():
     assert MODELS["maskrcnn"] is MaskRCNN and MaskRCNN.task == "instance"
     m = build_model("maskrcnn", 6, width=0.125, profile="ci", image_size=48)
     assert m.num_classes == 6 and m.width == 0.125
-    assert m.transform.min_size == (48,)
+    assert m.transform.min_size == (96,)  # 48-pixel images enlarged 2x
     plain = build_model("maskrcnn", 6, width=0.125)  # MaskRCNN(6, width=0.125)
     assert plain.transform.min_size == (800,)
 
