@@ -102,7 +102,10 @@ BUDGETS: dict[str, dict[str, Budget]] = {
         "gpu": Budget(128, 8192, 512, 30, 16, 1.0, 5e-4),
     },
     # Chapter 08 trains Mask R-CNN (ResNet-50 FPN, width-scaled) from scratch on
-    # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's.
+    # Shapes' instances; the cpu entry is benchmarks/maskrcnn_shapes.py's. The
+    # model enlarges 64-px images to 128 (MaskRCNNConfig.for_profile), 1.6x the
+    # cost of a step at 64 px: 2,560 images x 4 epochs took 17.9 CPU-minutes
+    # (one thread), about what 4,096 images at 64 px had taken.
     "08_mask_rcnn": {
         "ci": Budget(64, 192, 32, 3, 8, 0.125, 3e-3),
         "cpu": Budget(64, 2560, 128, 4, 8, 0.25, 2e-3),
