@@ -19,6 +19,13 @@ trained FCN-8s and prints the grid sorted by mIoU; ``utils.crf.SHAPES`` holds
 its best row. ``--lattice`` compares the permutohedral lattice's messages
 with the exact ones on the Grace Hopper portrait at two sizes.
 
+``--json PATH`` (default run and ``--lattice``) also writes every figure the
+tables print, with the budget, device, threads, the CRF's parameters and the
+wall and CPU time, for chapter 10 to read back::
+
+    COURSE_PROFILE=cpu python -m benchmarks.classical_and_crf \
+        --json benchmarks/results/classical_and_crf_cpu.json
+
 On a shared machine, ``OMP_NUM_THREADS=1`` avoids thread oversubscription.
 """
 
@@ -29,12 +36,14 @@ import dataclasses
 import itertools
 import platform
 import time
+from pathlib import Path
 
 import matplotlib.cbook as cbook
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from benchmarks.record import header, write_results
 from utils import budgets, crf, runtime
 from utils.classical import compare, graph_cut
 from utils.classical.otsu import otsu_threshold
@@ -49,6 +58,9 @@ K = shapes.NUM_CLASSES
 BAND = 3  # boundary IoU: pixels within 3 px of a true edge
 
 
+TRAINING = {}  # network name -> wall and CPU seconds of its training
+
+
 def train(name: str, build, b, rt) -> torch.nn.Module:
     config = shapes.ShapesConfig(image_size=b.image_size)
     torch.manual_seed(0)
@@ -57,8 +69,10 @@ def train(name: str, build, b, rt) -> torch.nn.Module:
     fit(model, shapes.Shapes("train", b.train_size, config),
         shapes.Shapes("val", 8, config), TrainConfig.from_budget(b, progress=False),
         num_classes=K, device=rt.device, log=lambda *args: None)
-    print(f"trained {name}: {time.perf_counter() - start:.0f} s wall, "
-          f"{time.process_time() - cpu:.0f} s CPU", flush=True)
+    TRAINING[name] = {"train_wall_s": time.perf_counter() - start,
+                      "train_cpu_s": time.process_time() - cpu}
+    print(f"trained {name}: {TRAINING[name]['train_wall_s']:.0f} s wall, "
+          f"{TRAINING[name]['train_cpu_s']:.0f} s CPU", flush=True)
     return model.eval()
 
 
@@ -92,7 +106,8 @@ def probabilities(model, images, rt) -> tuple[torch.Tensor, float]:
     return p, (time.process_time() - start) / len(images)
 
 
-def table(b, rt, models) -> None:
+def table(b, rt, models) -> dict:
+    """Print the Shapes tables; return their rows (name -> figures)."""
     images, targets = split_images("test", b.val_size, b.image_size)
     rows = {}
 
@@ -105,7 +120,7 @@ def table(b, rt, models) -> None:
     for method in compare.INTERACTIVE:
         timed(f"{method} (clicks)",
               lambda i, t, m=method: compare.interactive(i, t, m))
-    gains = []
+    gains, boundary = [], {}
     for name, model in models.items():
         p, seconds = probabilities(model, images, rt)
         start = time.process_time()
@@ -116,22 +131,29 @@ def table(b, rt, models) -> None:
             miou, biou = class_scores(probs.argmax(1), targets)
             rows[label] = (miou, probs.argmax(1) >= compare.FIRST_THING, cost)
             gains.append((label, miou, biou))
+            boundary[label] = biou
     print(f"\n{b.val_size} held-out Shapes images (test split), "
           f"{b.image_size} x {b.image_size}\n")
     print("| method | mIoU (8 classes) | foreground IoU | boundary IoU (fg/bg, 3 px) "
           "| CPU s / image |")
     print("|---|---:|---:|---:|---:|")
+    results = {}
     for name, (miou, masks, seconds) in rows.items():
         fg, band = compare.binary_scores(masks, targets, BAND)
         shown = f"{miou:.3f}" if miou is not None else "-"
         print(f"| {name} | {shown} | {fg:.3f} | {band:.3f} | {seconds:.3f} |")
+        results[name] = {"miou": miou, "boundary_iou": boundary.get(name),
+                         "foreground_iou": fg, "boundary_iou_binary": band,
+                         "cpu_s_per_image": seconds}
     print("\n| network | mIoU | boundary IoU (8 classes, 3 px) |")
     print("|---|---:|---:|")
     for label, miou, biou in gains:
         print(f"| {label} | {miou:.3f} | {biou:.3f} |")
+    return {"images": b.val_size, "image_size": b.image_size, "rows": results}
 
 
-def cells_table(rt) -> None:
+def cells_table(rt) -> dict:
+    """Print the cells table; return its rows (name -> counts)."""
     cb = budgets.budget("04_unet", rt.profile)
     held_out = Cells("test", cb.val_size, CellsConfig(image_size=cb.image_size),
                      task="panoptic")
@@ -151,6 +173,7 @@ def cells_table(rt) -> None:
     print("| method | true cells | matched (IoU > 0.5) | merged | split | F1 "
           "| CPU s / image |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    results = {}
     for name, method in methods.items():
         start = time.process_time()
         objects = torch.stack([method(image) for image in images])
@@ -158,6 +181,8 @@ def cells_table(rt) -> None:
         r = instance_scores(objects, panoptic[..., 1], panoptic[..., 0] == 255)
         print(f"| {name} | {r['num_true']} | {r['tp']} | {r['merged']} | "
               f"{r['split']} | {r['f1']:.3f} | {seconds:.3f} |")
+        results[name] = {**r, "cpu_s_per_image": seconds}
+    return {"images": len(images), "image_size": cb.image_size, "rows": results}
 
 
 def tune(b, rt, models) -> None:
@@ -191,12 +216,14 @@ def tune(b, rt, models) -> None:
         print(f"| {ta:.0f} | {tb} | {w1:.0f} | {w2:.0f} | {miou:.4f} | {biou:.4f} |")
 
 
-def lattice_error() -> None:
+def lattice_error() -> list:
+    """Print the lattice's error table; return its rows."""
     full = torch.from_numpy(plt.imread(cbook.get_sample_data("grace_hopper.jpg"))
                             .copy()).permute(2, 0, 1).float() / 255
     print("\n| image | pixels N | lattice points | mean abs(Q_exact - Q_lattice) | "
           "labels that agree | exact, CPU s | lattice, CPU s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for factor in (8, 4):
         image = F.avg_pool2d(full[None], factor)[0]
         C, H, W = image.shape
@@ -221,32 +248,49 @@ def lattice_error() -> None:
         print(f"| Grace Hopper {H} x {W} | {H * W} | {points} | {error:.4f} | "
               f"{100 * agree.mean():.2f} % | {results['exact s']:.1f} | "
               f"{results['lattice s']:.1f} |", flush=True)
+        rows.append({"image": f"Grace Hopper {H} x {W}", "pixels": H * W,
+                     "lattice_points": points, "mean_abs_error": error,
+                     "labels_agree": agree.mean(), "exact_cpu_s": results["exact s"],
+                     "lattice_cpu_s": results["lattice s"]})
+    return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", action="store_true",
                         help="search the CRF's parameters on the validation split")
     parser.add_argument("--lattice", action="store_true",
                         help="the lattice's error against exact messages only")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path,
+                        help="write the tables' figures here (not with --tune)")
+    args = parser.parse_args(argv)
+    if args.json and args.tune:
+        parser.error("--json writes the tables of the default run or --lattice; "
+                     "--tune prints its grid only")
     rt = runtime.setup("10_classical_and_crf")
     b = rt.budget
     print(f"profile={rt.profile} CPU={platform.processor() or platform.machine()} "
           f"threads={torch.get_num_threads()} budget={b}", flush=True)
     start, cpu = time.perf_counter(), time.process_time()
+    results = {}
     if args.lattice:
-        lattice_error()
+        results["lattice"] = lattice_error()
     else:
         models = networks(b, rt)
         if args.tune:
             tune(b, rt, models)
         else:
-            table(b, rt, models)
-            cells_table(rt)
-            lattice_error()
-    print(f"\nwall time {time.perf_counter() - start:.0f} s, "
-          f"CPU time {time.process_time() - cpu:.0f} s")
+            results["shapes"] = table(b, rt, models)
+            results["cells"] = cells_table(rt)
+            results["lattice"] = lattice_error()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(f"\nwall time {wall:.0f} s, CPU time {cpu:.0f} s")
+    if args.json:
+        write_results(args.json, {
+            **header("benchmarks.classical_and_crf", rt, b),
+            "crf": dataclasses.asdict(crf.SHAPES), "band_px": BAND,
+            "training": TRAINING, **results, "wall_s": wall, "cpu_s": cpu})
+        print("wrote", args.json)
 
 
 if __name__ == "__main__":

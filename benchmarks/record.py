@@ -6,12 +6,15 @@ it), so a run killed while writing leaves the previous file in place.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import math
 from pathlib import Path
 
 import torch
 
 from data_scripts.common import write_json
+from utils import runtime
 
 
 def plain(x):
@@ -26,6 +29,16 @@ def plain(x):
     if isinstance(x, float) and math.isnan(x):
         return None
     return x
+
+
+def header(benchmark: str, rt, budget) -> dict:
+    """What a results file says about the run: the benchmark, the profile and
+    its budget (``rt`` from ``runtime.setup``), the machine, threads, date."""
+    return {"benchmark": benchmark, "profile": rt.profile,
+            "budget": dataclasses.asdict(budget),
+            "device": runtime.describe_device(rt.device),
+            "threads": torch.get_num_threads(),
+            "date": datetime.date.today().isoformat()}
 
 
 def write_results(path: Path, results: dict) -> None:

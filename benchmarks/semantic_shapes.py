@@ -13,6 +13,14 @@ IoU of the two thinnest classes and training time (wall and CPU).
     COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes --models fcn8s segnet \\
         --image-size 128
 
+``--json PATH`` writes every row with its settings, the budget, device, threads,
+and the wall and CPU time of the run; ``--update`` keeps the rows of other
+settings already in that file (a row is keyed by model, width, epochs and image
+size), so several runs make one file::
+
+    COURSE_PROFILE=cpu python -m benchmarks.semantic_shapes --models fcn8s unet \
+        --json benchmarks/results/semantic_shapes_cpu.json --update
+
 U-Net uses "same" padding here (the command line's ``unet``): Shapes' 64-pixel
 images would otherwise be mirror-padded into 252-pixel tiles. On a shared
 machine, ``OMP_NUM_THREADS=1`` avoids thread oversubscription.
@@ -21,10 +29,15 @@ machine, ``OMP_NUM_THREADS=1`` avoids thread oversubscription.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
+from benchmarks.record import header, write_results
 from utils import runtime
 from utils.budgets import budget
 from utils.data import shapes
@@ -81,7 +94,11 @@ def main(argv=None) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="image side instead of the budget's (SegNet's pool5 "
                              "is 2x2 on 64-pixel images)")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the rows of other settings in the --json file")
     args = parser.parse_args(argv)
+    run_start, run_cpu = time.perf_counter(), time.process_time()
     rt = runtime.setup("05_segnet")
     changes = {k: v for k, v in (("epochs", args.epochs), ("width", args.width),
                                  ("image_size", args.image_size)) if v is not None}
@@ -91,7 +108,7 @@ def main(argv=None) -> None:
     train_config = TrainConfig.from_budget(b, progress=False)
     print(f"profile={rt.profile} threads={torch.get_num_threads()} budget={b}",
           flush=True)
-    rows = []
+    rows, records = [], []
     for key in args.models:
         torch.manual_seed(0)
         model = MODELS[key.removesuffix("_mfb")](K, width=b.width).to(rt.device)
@@ -114,6 +131,15 @@ def main(argv=None) -> None:
         memory = decoder_bytes(key, model, b.image_size)
         rows.append((NAMES[key], params, memory, metrics["mean_iou"], biou, thin,
                      seconds, cpu))
+        records.append({
+            "key": row_key(key, b), "model": key, "name": NAMES[key],
+            "width": b.width, "epochs": b.epochs, "image_size": b.image_size,
+            "params": params, "decoder_bytes": memory,
+            "miou": metrics["mean_iou"], "boundary_iou": biou,
+            "iou": dict(zip(shapes.CLASSES, metrics["iou"])),
+            "pixel_accuracy": metrics["pixel_accuracy"],
+            "train_wall_s": seconds, "train_cpu_s": cpu,
+            **header("benchmarks.semantic_shapes", rt, b)})
         print(f"{NAMES[key]}: mIoU {metrics['mean_iou']:.3f} boundary IoU {biou:.3f} "
               f"({seconds:.0f} s, CPU {cpu:.0f} s)", flush=True)
     print("\n| model | parameters | kept for the decoder | mIoU | boundary IoU "
@@ -123,6 +149,36 @@ def main(argv=None) -> None:
         print(f"| {name} | {params:,} | {memory / 1024:.0f} kB | {miou:.3f} | "
               f"{biou:.3f} | {thin[0]:.3f} / {thin[1]:.3f} | {seconds:.0f} s "
               f"({cpu:.0f} s) |")
+    if args.json:
+        save(args.json, records, args.update, {
+            "models": args.models, "epochs": args.epochs, "width": args.width,
+            "image_size": args.image_size, "wall_s": time.perf_counter() - run_start,
+            "cpu_s": time.process_time() - run_cpu})
+
+
+def row_key(model: str, b) -> str:
+    """The settings a row was measured with, as the results file's key."""
+    return f"{model}/width={b.width:g}/epochs={b.epochs}/size={b.image_size}"
+
+
+def save(path: Path, records: list, update: bool, run: dict) -> None:
+    """Write ``records`` to ``path``; with ``update``, keep its rows of other
+    settings. A lock on the folder keeps two runs that finish together from
+    losing each other's rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        kept, runs = {}, []
+        if update and path.exists():
+            old = json.loads(path.read_text())
+            kept, runs = {r["key"]: r for r in old["rows"]}, old["runs"]
+        kept.update({r["key"]: r for r in records})
+        write_results(path, {"benchmark": "benchmarks.semantic_shapes",
+                             "rows": list(kept.values()), "runs": [*runs, run]})
+    finally:
+        os.close(folder)  # releases the lock
+    print("\nwrote", path, f"({len(kept)} rows)")
 
 
 if __name__ == "__main__":
