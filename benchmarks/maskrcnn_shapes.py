@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.record import plain, write_results
+from benchmarks.record import header, plain, write_results
 from utils import runtime
 from utils.data.registry import DATASETS, build_dataset
 from utils.models.detection.mask_rcnn import MaskRCNN
@@ -146,10 +145,7 @@ def main() -> None:
     if args.json is not None:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         write_results(args.json, {
-            "profile": rt.profile, "budget": dataclasses.asdict(b),
-            "device": device_name, "threads": torch.get_num_threads(),
-            "command": " ".join(["python", "-m", "benchmarks.maskrcnn_shapes",
-                                 *sys.argv[1:]]),
+            **header("benchmarks.maskrcnn_shapes", rt, b),
             "classes": list(classes), "params": params,
             "config": plain(dataclasses.asdict(model.config)),
             "train_wall_s": wall, "train_cpu_s": cpu, "peak_rss_mb": peak_mb,

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.record import plain, write_results
+from benchmarks.record import header, plain, write_results
 from utils import runtime
 from utils.data import shapes
 from utils.data.registry import build_dataset
@@ -52,7 +51,6 @@ def trained(model, task_name, task, b, device):
     kwargs = {"task": task} if task is not None else {"num_classes": K}
     history = fit(model, train_set, val_set, config, device=device, **kwargs)
     return time.perf_counter() - wall, time.process_time() - cpu, plain(history)
-
 
 
 @torch.no_grad()
@@ -127,11 +125,7 @@ def main() -> None:
     print(f"\nwhole run: wall {wall_all:.0f} s, CPU {cpu_all:.0f} s")
     if args.out is not None:
         write_results(args.out, {
-            "profile": rt.profile, "budget": dataclasses.asdict(b),
-            "overrides": overrides, "device": device_name,
-            "threads": torch.get_num_threads(),
-            "command": " ".join(["python", "-m", "benchmarks.panoptic_shapes",
-                                 *sys.argv[1:]]),
+            **header("benchmarks.panoptic_shapes", rt, b), "overrides": overrides,
             "classes": list(shapes.CLASSES), "things": list(THINGS),
             "stuff": list(STUFFS), "wall_seconds": wall_all, "cpu_seconds": cpu_all,
             "systems": [{"system": name, "params": params, "train_wall_s": t[0],

@@ -126,7 +126,7 @@ def _real(make):
     ``image_size`` and a flip; semantic validation samples are whole images
     (``pad_collate`` pads a batch of different sizes). Instance and panoptic
     samples of both splits are whole images with their shorter side resized
-    to ``image_size``, as Mask R-CNN resizes them itself, and flipped in
+    to ``image_size`` (Mask R-CNN's recipe: whole images), and flipped in
     training (:func:`~utils.data.transforms.detection_transform`); so their
     metrics are measured at that size, not at the images' own. ``length``
     keeps the first samples.

@@ -207,9 +207,10 @@ class ResizeShorterSide:
     longer side would then pass ``max_size`` (default ``ceil(size * 1333 /
     800)``, detectron's ratio), in which case the longer side to ``max_size``.
 
-    Mask R-CNN's own resize (:mod:`utils.models.detection.transform`, the same
-    scale), done on the data so that the model's resize of these images is
-    the identity and its losses are computed at the size of the targets.
+    The scale of Mask R-CNN's own resize (:mod:`utils.models.detection.
+    transform`), done on the data so that real photographs reach the model at
+    the budget's size (which the model's profile may still enlarge, boxes and
+    masks with the image) and their metrics are measured at that size.
     """
 
     def __init__(self, size: int, max_size: int | None = None):

@@ -28,9 +28,9 @@ Contract (the panoptic task of :mod:`utils.train.tasks`):
 Deviations from the paper: the semantic loss is computed on the scores
 resized (bilinear) to each image's original size, and inference gives the
 branch's scores the same way, where detectron2 compares them with the target
-resized to the network's input (the two agree when the images arrive at
-the network's size, as ``--data coco`` and Shapes give them); group norm's
-groups as in
+resized to the network's input (the two differ whenever the network
+resizes the images, as its profiles enlarge small ones); group norm's groups
+as in
 :mod:`.semantic_head`.
 """
 
